@@ -1,0 +1,143 @@
+"""Band layouts and batched visibility (spatial covariance) matrices (SPEC §3).
+
+A 100 ms frame is split into ten 10 ms blocks; each block is Hann windowed and Fourier
+transformed; per band the complex bins within +-25 Hz of the centre are summed; the outer
+products ``conj(x) x^T`` of the ten blocks are summed; the result is normalised by its largest
+eigenvalue (negative eigenvalues clipped). Everything is vectorised over frames and bands.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+from scipy.signal.windows import tukey
+
+FRAME_RATE = 10  # label / video frames per second
+BLOCKS_PER_FRAME = 10  # 10 ms FFT blocks per 100 ms frame
+BAND_HALF_WIDTH = 25.0  # Hz: the 50 Hz band around each centre
+
+BandSpec = str | Sequence[float] | np.ndarray
+
+
+def hz_to_mel(f: np.ndarray) -> np.ndarray:
+    """Slaney-style mel scale (linear below 1 kHz, logarithmic above), as librosa's default."""
+    f = np.asarray(f, dtype=np.float64)
+    f_sp, min_log_hz = 200.0 / 3.0, 1000.0
+    min_log_mel, logstep = min_log_hz / f_sp, np.log(6.4) / 27.0
+    safe = np.maximum(f, min_log_hz)
+    return np.where(f >= min_log_hz, min_log_mel + np.log(safe / min_log_hz) / logstep, f / f_sp)
+
+
+def mel_to_hz(m: np.ndarray) -> np.ndarray:
+    """Inverse of :func:`hz_to_mel`."""
+    m = np.asarray(m, dtype=np.float64)
+    f_sp, min_log_hz = 200.0 / 3.0, 1000.0
+    min_log_mel, logstep = min_log_hz / f_sp, np.log(6.4) / 27.0
+    return np.where(m >= min_log_mel, min_log_hz * np.exp(logstep * (m - min_log_mel)), f_sp * m)
+
+
+def mel_frequencies(n_mels: int, fmin: float, fmax: float) -> np.ndarray:
+    """``n_mels`` frequencies evenly spaced on the mel scale from fmin to fmax (inclusive)."""
+    return mel_to_hz(np.linspace(hz_to_mel(fmin), hz_to_mel(fmax), n_mels))
+
+
+BAND_LAYOUTS = ("linear9", "mel16")
+
+
+def band_centres(bands: BandSpec = "mel16") -> np.ndarray:
+    """Centre frequencies in Hz of a named layout (``linear9``, ``mel16``) or an explicit list."""
+    if isinstance(bands, str):
+        if bands == "linear9":
+            edges = np.linspace(1500.0, 4500.0, 10)
+            return (edges[:-1] + edges[1:]) / 2.0
+        if bands == "mel16":
+            return mel_frequencies(16, 50.0, 4500.0)
+        raise ValueError(f"unknown band layout {bands!r}; use one of {BAND_LAYOUTS} or a list of Hz")
+    centres = np.asarray(bands, dtype=np.float64).reshape(-1)
+    if centres.size == 0 or np.any(centres <= 0):
+        raise ValueError(f"band centres must be a non-empty list of positive frequencies, got {bands!r}")
+    return centres
+
+
+def band_name(bands: BandSpec) -> str:
+    """A short stable name for a band layout (the layout name, or the rounded list of centres)."""
+    if isinstance(bands, str):
+        band_centres(bands)
+        return bands
+    return "hz:" + ",".join(f"{f:.1f}" for f in band_centres(bands))
+
+
+def band_bin_ranges(centres: np.ndarray, fs: int, n_fft: int) -> np.ndarray:
+    """Inclusive FFT bin range ``[int((fc - 25) N / fs), int((fc + 25) N / fs)]`` per band, (B, 2)."""
+    lo = ((centres - BAND_HALF_WIDTH) * n_fft / fs).astype(np.int64)
+    hi = ((centres + BAND_HALF_WIDTH) * n_fft / fs).astype(np.int64)
+    if np.any(hi > n_fft // 2):
+        raise ValueError(f"band centres {centres.max():.0f} Hz exceed the Nyquist limit at fs={fs}")
+    return np.stack([np.maximum(lo, 0), hi], axis=1)
+
+
+def frame_count(num_samples: int, fs: int) -> int:
+    """Number of complete 100 ms frames in a signal (frame k covers [k fs/10, (k+1) fs/10))."""
+    return int(num_samples) // (fs // FRAME_RATE)
+
+
+def normalise_visibilities(S: np.ndarray) -> np.ndarray:
+    """Divide the eigenvalues of Hermitian matrices (..., M, M) by their largest, clip at 0, rebuild.
+
+    All-zero (silent) matrices stay zero.
+    """
+    w, V = np.linalg.eigh(S)
+    top = w[..., -1:]
+    scale = np.where(top > np.finfo(w.dtype).tiny * 1e6, top, np.inf)
+    w = np.clip(w / scale, 0.0, None)
+    return (V * w[..., None, :]) @ np.swapaxes(V.conj(), -1, -2)
+
+
+def visibilities(
+    audio: np.ndarray,
+    fs: int,
+    bands: BandSpec = "mel16",
+    normalize: bool = True,
+    dtype: type = np.complex128,
+) -> np.ndarray:
+    """Per-frame, per-band visibility matrices of multichannel audio.
+
+    Args:
+        audio: (num_samples, M) real signal, M microphones (4 tetrahedral or 32 em32).
+        fs: sample rate in Hz; must be a multiple of 100 (24000 in the challenge).
+        bands: band layout name or list of centre frequencies.
+        normalize: apply the largest-eigenvalue normalisation (disable for raw covariances).
+        dtype: complex dtype of the computation and result.
+
+    Returns:
+        complex (T, B, M, M) with ``S[t, b, m, n] = sum_blocks conj(x_m) x_n`` (normalised),
+        T = number of complete 100 ms frames.
+    """
+    audio = np.asarray(audio)
+    if audio.ndim != 2:
+        raise ValueError(f"audio must be (num_samples, channels), got shape {audio.shape}")
+    if fs % (FRAME_RATE * BLOCKS_PER_FRAME):
+        raise ValueError(f"sample rate {fs} is not a multiple of {FRAME_RATE * BLOCKS_PER_FRAME}")
+    real = np.float64 if np.dtype(dtype) == np.complex128 else np.float32
+    centres = band_centres(bands)
+    n_blk = fs // (FRAME_RATE * BLOCKS_PER_FRAME)
+    T = frame_count(audio.shape[0], fs)
+    M = audio.shape[1]
+    ranges = band_bin_ranges(centres, fs, n_blk)
+    if T == 0:
+        return np.zeros((0, len(centres), M, M), dtype=dtype)
+
+    blocks = audio[: T * BLOCKS_PER_FRAME * n_blk].astype(real, copy=False)
+    blocks = blocks.reshape(T, BLOCKS_PER_FRAME, n_blk, M)
+    window = tukey(n_blk, alpha=1.0).astype(real)
+    spec = np.fft.rfft(blocks * window[None, None, :, None], axis=2)  # (T, K, F, M)
+
+    # Band summation as one matrix product with a 0/1 bin-selection matrix (B, F).
+    f = np.arange(spec.shape[2])
+    sel = ((f >= ranges[:, :1]) & (f <= ranges[:, 1:])).astype(real)
+    xb = np.einsum("bf,tkfm->tkbm", sel, spec).astype(dtype, copy=False)  # (T, K, B, M)
+    S = np.einsum("tkbm,tkbn->tbmn", xb.conj(), xb)
+    if normalize:
+        S = normalise_visibilities(S)
+    return S.astype(dtype, copy=False)

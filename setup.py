@@ -1,0 +1,29 @@
+"""seld_d2: a Detectron2 extension for audiovisual SELD as semantic acoustic imaging."""
+
+from setuptools import find_packages, setup
+
+setup(
+    name="seld_d2",
+    version="0.1.0",
+    description=(
+        "Detectron2 extension for DCASE 2026 Task 3: UpLAM acoustic features + RGB into a "
+        "19-channel Mask R-CNN with energy-map, full-map and distance heads"
+    ),
+    packages=find_packages(include=["seld_d2", "seld_d2.*"]),
+    python_requires=">=3.10",
+    # torch/torchvision and detectron2 are installed by tools/setup_env.sh (detectron2 is not on
+    # PyPI; see README), so they are not listed here.
+    install_requires=[
+        "numpy>=1.24",
+        "scipy>=1.10",
+        "soundfile>=0.12",
+        "tqdm>=4.60",
+        "tensorboard>=2.10",
+        "pillow>=9",
+        "matplotlib>=3.6",
+    ],
+    extras_require={
+        "synth": ["audiblelight", "trimesh"],
+        "dev": ["pytest>=7", "ruff>=0.5"],
+    },
+)
