@@ -1,1 +1,18 @@
-"""seld_d2."""
+"""seld_d2: a Detectron2 extension for audiovisual sound event localisation and detection as
+semantic acoustic imaging (DCASE 2026 Task 3).
+
+Importing the package makes Detectron2 0.6 importable on current Pillow and registers every
+seld_d2 component in Detectron2's registries.
+"""
+
+import PIL.Image
+
+# Detectron2 0.6 refers to PIL.Image.LINEAR, removed in Pillow 10; it was always BILINEAR.
+# This must run before anything imports detectron2.
+if not hasattr(PIL.Image, "LINEAR"):
+    PIL.Image.LINEAR = PIL.Image.BILINEAR
+
+from .config import add_seld_config  # noqa: E402  (after the Pillow alias)
+
+__version__ = "0.1.0"
+__all__ = ["add_seld_config", "__version__"]
