@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
-
 from conftest import write_wav
+
 from seld_d2.acoustics.audio import AudioError, check_wav, read_wav
 
 

@@ -6,8 +6,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-
 from conftest import FS, plane_wave_em32, write_wav
+
 from seld_d2.acoustics import features as F
 from seld_d2.acoustics.geometry import TETRA_CHANNELS, canvas_nearest_index, fibonacci_grid
 from seld_d2.acoustics.uplam import UpLAM, save_checkpoint

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
-
 from conftest import FS, plane_wave_em32
+
 from seld_d2.acoustics import geometry as g
 from seld_d2.acoustics import solvers as so
 from seld_d2.acoustics import visibility as v
@@ -35,7 +35,10 @@ def test_apgd_fixed_steering_peaks_at_plane_wave(az, el):
     # The canvas pixel of the true direction shows the peak's grid direction's neighbourhood.
     px, py = g.azel_to_pixel(az, el)
     idx = g.canvas_nearest_index(GRID)
-    assert g.angular_distance_deg(GRID[idx[int(round(py)) % 180, int(round(px)) % 360]], g.azel_to_unit(az, el)) < 8
+    assert (
+        g.angular_distance_deg(GRID[idx[int(round(py)) % 180, int(round(px)) % 360]], g.azel_to_unit(az, el))
+        < 8
+    )
 
 
 @pytest.mark.parametrize("az,el", DIRECTIONS[:4])
@@ -91,7 +94,8 @@ def test_apgd_warm_start_needs_fewer_iterations_on_moving_source():
     rng = np.random.default_rng(5)
     P = g.em32_positions()
     frames = [
-        render_plane_wave(rng.standard_normal(2400), 20 + k, 5, P, FS) + 0.02 * rng.standard_normal((2400, 32))
+        render_plane_wave(rng.standard_normal(2400), 20 + k, 5, P, FS)
+        + 0.02 * rng.standard_normal((2400, 32))
         for k in range(6)
     ]
     S = v.visibilities(np.concatenate(frames), FS, "linear9")

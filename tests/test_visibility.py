@@ -1,8 +1,8 @@
 import numpy as np
 import pytest
+from conftest import FS, plane_wave_em32
 from scipy.signal.windows import tukey
 
-from conftest import FS, plane_wave_em32
 from seld_d2.acoustics import visibility as v
 from seld_d2.acoustics.geometry import TETRA_CHANNELS
 

@@ -30,10 +30,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--checkpoint", default=None, help="UpLAM checkpoint (default: random init, warned)")
     p.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda (default: cpu)")
     p.add_argument("--bands", default=None, help="band layout for a random-init model (default mel16)")
-    p.add_argument("--steering", default=None, choices=["fixed", "per_band"], help="steering for a random-init model")
+    p.add_argument(
+        "--steering", default=None, choices=["fixed", "per_band"], help="steering for a random-init model"
+    )
     p.add_argument("--batch-size", type=int, default=256, help="frames per UpLAM call (default 256)")
     p.add_argument("--cache-dir", default=None, help="output folder (default <root>/features_dev/<split>)")
-    p.add_argument("--threads", type=int, default=None, help="CPU threads for torch (default: torch's choice)")
+    p.add_argument(
+        "--threads", type=int, default=None, help="CPU threads for torch (default: torch's choice)"
+    )
     p.add_argument("--force", action="store_true", help="recompute even when the cache is current")
     return p.parse_args(argv)
 

@@ -57,7 +57,9 @@ def check_wav(
         raise AudioError(path, f"has {info.channels} channels, expected {want}")
     min_len = sample_rate // FRAME_RATE
     if info.frames < min_len:
-        raise AudioError(path, f"too short: {info.frames} samples, need at least {min_len} (one 100 ms frame)")
+        raise AudioError(
+            path, f"too short: {info.frames} samples, need at least {min_len} (one 100 ms frame)"
+        )
     return WavInfo(os.fspath(path), info.samplerate, info.channels, info.frames)
 
 

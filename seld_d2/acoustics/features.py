@@ -76,7 +76,8 @@ class FeatureExtractor:
             self.checkpoint_id = checkpoint_hash(checkpoint)
             if bands is not None and band_name(bands) != self.model.band_name:
                 raise ValueError(
-                    f"{checkpoint}: trained for bands {self.model.band_name}, but {band_name(bands)} was asked for"
+                    f"{checkpoint}: trained for bands {self.model.band_name}, "
+                    f"but {band_name(bands)} was asked for"
                 )
             if steering is not None and steering != self.model.steering:
                 raise ValueError(

@@ -48,7 +48,9 @@ def sph2cart(colat: np.ndarray, azi: np.ndarray, r: float | np.ndarray = 1.0) ->
 
 def azel_to_unit(az_deg: np.ndarray | float, el_deg: np.ndarray | float) -> np.ndarray:
     """Azimuth/elevation in degrees -> unit vectors, shape (..., 3)."""
-    az, el = np.broadcast_arrays(np.deg2rad(np.asarray(az_deg, np.float64)), np.deg2rad(np.asarray(el_deg, np.float64)))
+    az, el = np.broadcast_arrays(
+        np.deg2rad(np.asarray(az_deg, np.float64)), np.deg2rad(np.asarray(el_deg, np.float64))
+    )
     ce = np.cos(el)
     return np.stack([ce * np.cos(az), ce * np.sin(az), np.sin(el)], axis=-1)
 

@@ -151,8 +151,12 @@ def _setup(S, A, lam, gamma, x0):
     S = np.asarray(S)
     _check_shapes(S, op)
     b = op.backproject(S)
-    lam = default_lambda(b, gamma) if lam is None else np.broadcast_to(
-        np.asarray(lam, np.float64)[..., None] if np.ndim(lam) else np.float64(lam), b.shape[:-1] + (1,)
+    lam = (
+        default_lambda(b, gamma)
+        if lam is None
+        else np.broadcast_to(
+            np.asarray(lam, np.float64)[..., None] if np.ndim(lam) else np.float64(lam), b.shape[:-1] + (1,)
+        )
     )
     x = np.zeros_like(b) if x0 is None else np.array(np.broadcast_to(x0, b.shape), dtype=np.float64)
     return op, S, b, lam, x
@@ -241,7 +245,8 @@ def admm(
 ):
     """ADMM on the split ``x = z``: an exact quadratic step for the data term (one
     eigendecomposition of G shared by all problems) and the elastic-net/non-negativity prox for z.
-    Converges to the exact minimiser. ``rho`` defaults to lambda_max(G) / 100 per band (fastest of the scales tried).
+    Converges to the exact minimiser. ``rho`` defaults to lambda_max(G) / 100 per band (the
+    fastest of the scales tried on em32 frames).
 
     Returns:
         z (..., [B,] N) (non-negative); with ``return_info`` also a :class:`SolverInfo`.
