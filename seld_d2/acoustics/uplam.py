@@ -1,0 +1,509 @@
+"""UpLAM: upsample tetrahedral visibilities to em32 ones (CDBPN), then image them (LAM) (SPEC §3).
+
+``UpLAM(S4) -> (S32_hat, latent)``: complex (batch, B, 4, 4) band visibilities of the tetrahedral
+array become complex (batch, B, 32, 32) em32-like visibilities, whose learnt acoustic image
+``latent`` (batch, B, 484) over the Fibonacci grid reconstructs them as ``A diag(x) A^H``.
+
+Precision: every parameter and buffer is real (complex weights are stored as real/imaginary
+pairs), so ``UpLAM(..., dtype=torch.float64)``, ``model.double()`` and ``model.to(torch.float32)``
+all switch the whole model; the complex dtype follows (float32 <-> complex64, float64 <->
+complex128) and inputs are cast to it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from .geometry import (
+    DEFAULT_STEERING_FREQ,
+    em32_positions,
+    fibonacci_grid,
+    grid_neighbours,
+    steering_matrix,
+)
+from .visibility import BandSpec, band_centres, band_name
+
+STEERING_MODES = ("fixed", "per_band")
+DENOISER_KERNELS = (3, 5, 7, 9)
+
+
+def _complex_dtype(real: torch.dtype) -> torch.dtype:
+    return torch.complex128 if real == torch.float64 else torch.complex64
+
+
+def _hermitian_part(re: Tensor, im: Tensor) -> tuple[Tensor, Tensor]:
+    """(S + S^H) / 2 of S = re + j im, on the real and imaginary parts separately."""
+    return 0.5 * (re + re.transpose(-1, -2)), 0.5 * (im - im.transpose(-1, -2))
+
+
+def steering_operator(bands: BandSpec = "mel16", steering: str = "fixed") -> np.ndarray:
+    """The em32 steering operator over the Fibonacci grid for a band layout.
+
+    ``fixed`` is the reference UpLAM's single wavelength (4833 Hz) for every band, complex
+    (32, 484); ``per_band`` steers each band at its centre frequency, complex (B, 32, 484).
+    """
+    if steering not in STEERING_MODES:
+        raise ValueError(f"unknown steering {steering!r}; use one of {STEERING_MODES}")
+    freqs = DEFAULT_STEERING_FREQ if steering == "fixed" else band_centres(bands)
+    return steering_matrix(em32_positions(), fibonacci_grid(), freqs)
+
+
+def steered_reconstruction(A: Tensor, x: Tensor) -> Tensor:
+    """``A diag(x) A^H`` for maps x, without forming diag(x).
+
+    Args:
+        A: complex (..., M, N) steering operator (broadcast against x's leading axes).
+        x: real (..., N) maps.
+
+    Returns:
+        complex (..., M, M).
+    """
+    return (A * x[..., None, :].to(A.dtype)) @ A.conj().transpose(-1, -2)
+
+
+# --------------------------------------------------------------------------------------------
+# CDBPN
+# --------------------------------------------------------------------------------------------
+
+
+class UpProjection(nn.Module):
+    """DBPN up-projection unit: upsample, project back down, upsample the error, correct.
+
+    (batch, C, h, w) -> (batch, C, 8h, 8w) with the default kernel 12 / stride 8 / padding 2.
+    """
+
+    def __init__(self, channels: int, kernel: int = 12, stride: int = 8, padding: int = 2):
+        super().__init__()
+        self.up = nn.ConvTranspose2d(channels, channels, kernel, stride, padding)
+        self.down = nn.Conv2d(channels, channels, kernel, stride, padding)
+        self.up_error = nn.ConvTranspose2d(channels, channels, kernel, stride, padding)
+        self.act_up, self.act_down, self.act_error = nn.PReLU(), nn.PReLU(), nn.PReLU()
+
+    def forward(self, low: Tensor) -> Tensor:
+        high = self.act_up(self.up(low))
+        error = self.act_down(self.down(high)) - low
+        return high + self.act_error(self.up_error(error))
+
+
+class DownProjection(nn.Module):
+    """DBPN down-projection unit, the mirror of :class:`UpProjection`: (batch, C, H, W) ->
+    (batch, C, H/8, W/8)."""
+
+    def __init__(self, channels: int, kernel: int = 12, stride: int = 8, padding: int = 2):
+        super().__init__()
+        self.down = nn.Conv2d(channels, channels, kernel, stride, padding)
+        self.up = nn.ConvTranspose2d(channels, channels, kernel, stride, padding)
+        self.down_error = nn.Conv2d(channels, channels, kernel, stride, padding)
+        self.act_down, self.act_up, self.act_error = nn.PReLU(), nn.PReLU(), nn.PReLU()
+
+    def forward(self, high: Tensor) -> Tensor:
+        low = self.act_down(self.down(high))
+        error = self.act_up(self.up(low)) - high
+        return low + self.act_error(self.down_error(error))
+
+
+class _BackProjectionPath(nn.Module):
+    """One real-valued CDBPN path: (batch, B, 4, 4) -> (batch, B, 32, 32)."""
+
+    def __init__(self, bands: int, features: int = 128, base: int = 32):
+        super().__init__()
+        # A PReLU after the 3x3 as well as the 1x1 (as in DBPN): without it the two linear convs
+        # would collapse into a single bands->base 3x3 and the 128-wide layer would be pointless.
+        self.head = nn.Sequential(
+            nn.Conv2d(bands, features, 3, padding=1),
+            nn.PReLU(),
+            nn.Conv2d(features, base, 1),
+            nn.PReLU(),
+        )
+        self.up1 = UpProjection(base)
+        self.down1 = DownProjection(base)
+        self.up2 = UpProjection(base)
+        self.tail = nn.Conv2d(2 * base, bands, 3, padding=1)
+
+    def forward(self, x: Tensor) -> Tensor:
+        # NHWC lets oneDNN run the kernel-12/stride-8 (transposed) convolutions without layout
+        # reorders: about 2x faster on CPU, and harmless elsewhere.
+        low = self.head(x.contiguous(memory_format=torch.channels_last))
+        high1 = self.up1(low)
+        high2 = self.up2(self.down1(high1))
+        # "Concat of the last two stages": the two 32x32 (up) stages; the down stage is 4x4.
+        return self.tail(torch.cat([high2, high1], dim=1))
+
+
+class CDBPN(nn.Module):
+    """Complex deep back-projection network: upsamples band visibilities from 4x4 to 32x32.
+
+    Real and imaginary parts go through separate real-valued paths; the result is made Hermitian
+    by ``(S + S^H) / 2``.
+
+    Args:
+        bands: number of frequency bands B (the convolution channels).
+        features: width of the 3x3 head convolution.
+        base: width of the back-projection stages.
+    """
+
+    def __init__(self, bands: int, features: int = 128, base: int = 32):
+        super().__init__()
+        self.bands = bands
+        self.real_path = _BackProjectionPath(bands, features, base)
+        self.imag_path = _BackProjectionPath(bands, features, base)
+
+    def forward_parts(self, re: Tensor, im: Tensor) -> tuple[Tensor, Tensor]:
+        """Real-arithmetic forward: real and imaginary parts (batch, B, 4, 4) -> Hermitian
+        (batch, B, 32, 32) real and imaginary parts."""
+        return _hermitian_part(self.real_path(re), self.imag_path(im))
+
+    def forward(self, S4: Tensor) -> Tensor:
+        """complex (batch, B, 4, 4) -> Hermitian complex (batch, B, 32, 32)."""
+        re, im = self.forward_parts(S4.real, S4.imag)
+        return torch.complex(re, im)
+
+
+# --------------------------------------------------------------------------------------------
+# LAM
+# --------------------------------------------------------------------------------------------
+
+
+class LAM(nn.Module):
+    """Learnt acoustic imaging: visibilities -> direction map -> reconstructed visibilities.
+
+    ``x_b = ||D_b^H V sqrt(max(L, 0))||^2 (row-wise) - tau_b`` from ``S_b = V L V^H``, then four
+    residual Conv1d denoisers over the direction axis (channels = bands). The row-wise norm is
+    evaluated without the square root (whose gradient is infinite at 0) as
+    ``sum_k |D^H V|^2_nk max(L_k, 0)`` when gradients are on, and, without gradients (inference,
+    large batches), as the equal quadratic form ``d_n^H S+ d_n`` of the PSD part
+    ``S+ = V max(L, 0) V^H`` (:func:`quadratic_operator`): one real GEMM per band.
+
+    D starts as the steering operator divided by the number of microphones (delay-and-sum
+    weights), so before training x is the steered-response-power map ``a^H S+ a / M^2``, scaled
+    so that a single source's visibilities ``a a^H / M`` give the peak value ``1 / M`` that
+    reconstructs them. The denoisers start as exact identities with a tiny positive bias: zero
+    weights keep the SRP map, and the bias keeps their ReLUs open so the weights get gradients.
+
+    Args:
+        steering: complex (M, N) (shared by all bands) or (B, M, N) steering operator.
+        bands: B; required when ``steering`` is (M, N).
+        dtype: real dtype of the parameters (complex arithmetic follows it).
+    """
+
+    def __init__(self, steering: np.ndarray, bands: int | None = None, dtype: torch.dtype = torch.float32):
+        super().__init__()
+        A = np.asarray(steering, dtype=np.complex128)
+        if A.ndim == 2:
+            if bands is None:
+                raise ValueError("bands is required with a shared (M, N) steering operator")
+            A = np.broadcast_to(A, (bands,) + A.shape)
+        if A.ndim != 3 or (bands is not None and A.shape[0] != bands):
+            raise ValueError(f"steering must be (M, N) or (bands, M, N), got {np.shape(steering)}")
+        self.bands, self.num_mics, self.num_directions = A.shape
+        # Derived from the geometry, so kept out of the state dict; held in complex128 and cast
+        # on use so that a float64 model never sees a float32-rounded operator.
+        self._steering = np.ascontiguousarray(A)
+        self._steering_cache: dict[tuple[torch.device, torch.dtype], Tensor] = {}
+        self._q_cache: tuple[tuple, Tensor] | None = None
+        D0 = A / self.num_mics
+        self.D_real = nn.Parameter(torch.tensor(D0.real, dtype=torch.float64))
+        self.D_imag = nn.Parameter(torch.tensor(D0.imag, dtype=torch.float64))
+        self.tau = nn.Parameter(torch.zeros(self.bands, self.num_directions, dtype=torch.float64))
+        self.denoisers = nn.ModuleList(
+            nn.Conv1d(self.bands, self.bands, k, padding=k // 2) for k in DENOISER_KERNELS
+        )
+        for conv in self.denoisers:
+            nn.init.zeros_(conv.weight)
+            nn.init.constant_(conv.bias, 1e-6)
+        self.to(dtype)
+
+    @property
+    def A(self) -> Tensor:
+        """complex (B, M, N) steering operator of the reconstruction, on the model's device and
+        complex dtype."""
+        key = (self.tau.device, _complex_dtype(self.tau.dtype))
+        if key not in self._steering_cache:
+            A = torch.from_numpy(self._steering).to(device=key[0], dtype=key[1])
+            self._steering_cache[key] = A
+        return self._steering_cache[key]
+
+    @property
+    def D(self) -> Tensor:
+        """complex (B, M, N) learnt imaging operator."""
+        return torch.complex(self.D_real, self.D_imag)
+
+    def project(self, re: Tensor, im: Tensor) -> Tensor:
+        """Imaging before the denoisers: Hermitian S = re + j im (batch, B, M, M) -> x
+        (batch, B, N)."""
+        w, V = torch.linalg.eigh(torch.complex(re, im))
+        power = torch.relu(w)
+        if torch.is_grad_enabled():
+            # Training batches are small: the per-frame product D^H V is cheaper than building
+            # (and back-propagating through) the quadratic-form operator.
+            P = self.D.conj().transpose(-1, -2) @ V  # (batch, B, N, M)
+            x = ((P.real.square() + P.imag.square()) @ power[..., None]).squeeze(-1)
+        else:
+            S_psd = (V * power.to(V.dtype)[..., None, :]) @ V.conj().transpose(-1, -2)
+            x = quadratic_form(S_psd, self.quadratic_operator())
+        return x - self.tau
+
+    def quadratic_operator(self) -> Tensor:
+        """:func:`quadratic_operator` of D, (B, M^2, N), for the no-gradient path; cached, keyed
+        on D's in-place version counters so optimiser steps and ``load_state_dict`` invalidate
+        it."""
+        D_re, D_im = self.D_real, self.D_imag
+        key = (D_re._version, D_im._version, D_re.data_ptr(), D_im.data_ptr(), D_re.dtype)
+        if self._q_cache is None or self._q_cache[0] != key:
+            self._q_cache = (key, quadratic_operator(D_re.detach(), D_im.detach()))
+        return self._q_cache[1]
+
+    def denoise(self, x: Tensor) -> Tensor:
+        """(batch, B, N) -> (batch, B, N) through the residual Conv1d stack."""
+        for conv in self.denoisers:
+            x = torch.relu(conv(x)) + x
+        return x
+
+    def latent(self, S: Tensor) -> Tensor:
+        """Hermitian complex (batch, B, M, M) -> real latent map (batch, B, N)."""
+        return self.denoise(self.project(S.real, S.imag))
+
+    def forward(self, S: Tensor) -> tuple[Tensor, Tensor]:
+        """Hermitian complex (batch, B, M, M) -> (reconstruction complex (batch, B, M, M),
+        latent (batch, B, N))."""
+        x = self.latent(S)
+        return steered_reconstruction(self.A, x), x
+
+
+def hermitian_features(S: Tensor) -> Tensor:
+    """The M^2 free real numbers of Hermitian S (..., M, M): the diagonal, then the real and the
+    imaginary parts of the strict upper triangle (row-major), shape (..., M^2)."""
+    M = S.shape[-1]
+    iu, ju = torch.triu_indices(M, M, offset=1, device=S.device)
+    diag = S.diagonal(dim1=-2, dim2=-1).real
+    return torch.cat([diag, S.real[..., iu, ju], S.imag[..., iu, ju]], dim=-1)
+
+
+def quadratic_operator(D_re: Tensor, D_im: Tensor) -> Tensor:
+    """Q with ``hermitian_features(S) @ Q[b] = (d_n^H S d_n)_n`` for every band, (B, M^2, N).
+
+    With ``c_ijn = conj(D_in) D_jn``: ``d_n^H S d_n = sum_i |D_in|^2 S_ii + 2 sum_{i<j}
+    (Re c Re S - Im c Im S)_ij``, because the (i, j) and (j, i) terms are complex conjugates.
+
+    Args:
+        D_re, D_im: (B, M, N) real and imaginary parts of D.
+    """
+    M = D_re.shape[-2]
+    iu, ju = torch.triu_indices(M, M, offset=1, device=D_re.device)
+    c_re = D_re[:, iu] * D_re[:, ju] + D_im[:, iu] * D_im[:, ju]
+    c_im = D_re[:, iu] * D_im[:, ju] - D_im[:, iu] * D_re[:, ju]
+    return torch.cat([D_re.square() + D_im.square(), 2.0 * c_re, -2.0 * c_im], dim=1)
+
+
+def quadratic_form(S: Tensor, Q: Tensor) -> Tensor:
+    """``x_n = d_n^H S d_n`` for Hermitian S (batch, B, M, M) and Q from
+    :func:`quadratic_operator`, (batch, B, N).
+
+    One real GEMM per band over the whole batch, with 4x fewer multiplies than ``D^H V``.
+    """
+    return torch.bmm(hermitian_features(S).transpose(0, 1), Q).transpose(0, 1)
+
+
+# --------------------------------------------------------------------------------------------
+# UpLAM
+# --------------------------------------------------------------------------------------------
+
+
+class UpLAM(nn.Module):
+    """CDBPN followed by LAM.
+
+    Args:
+        bands: band layout name (``linear9``, ``mel16``) or list of centre frequencies in Hz;
+            any number of bands works.
+        steering: ``fixed`` (one 4833 Hz operator, as the reference) or ``per_band``.
+        dtype: ``torch.float32`` (complex64 arithmetic) or ``torch.float64`` (complex128); can
+            also be switched later with ``model.to(dtype)`` / ``model.double()``.
+    """
+
+    def __init__(
+        self,
+        bands: BandSpec = "mel16",
+        steering: str = "fixed",
+        dtype: torch.dtype = torch.float32,
+    ):
+        super().__init__()
+        centres = band_centres(bands)
+        self.band_centres = [float(f) for f in centres]
+        self.band_name = band_name(bands)
+        self.steering = steering
+        self.num_bands = len(centres)
+        self.cdbpn = CDBPN(self.num_bands)
+        self.lam = LAM(steering_operator(centres, steering), bands=self.num_bands, dtype=dtype)
+        # For the TV term of the loss; long, so dtype switches leave it alone.
+        neighbours = torch.from_numpy(grid_neighbours(fibonacci_grid(), k=6))
+        self.register_buffer("neighbours", neighbours, persistent=False)
+        self.to(dtype)
+
+    @property
+    def config(self) -> dict[str, Any]:
+        """What :meth:`from_checkpoint` needs to rebuild the model."""
+        return {
+            "bands": list(self.band_centres),
+            "band_name": self.band_name,
+            "steering": self.steering,
+        }
+
+    @property
+    def complex_dtype(self) -> torch.dtype:
+        return _complex_dtype(self.lam.tau.dtype)
+
+    def _parts(self, S4: Tensor) -> tuple[Tensor, Tensor]:
+        if S4.ndim != 4 or S4.shape[1:] != (self.num_bands, 4, 4):
+            raise ValueError(f"expected visibilities (batch, {self.num_bands}, 4, 4), got {tuple(S4.shape)}")
+        S4 = S4.to(device=self.lam.tau.device, dtype=self.complex_dtype)
+        return self.cdbpn.forward_parts(S4.real, S4.imag)
+
+    def forward(self, S4: Tensor) -> tuple[Tensor, Tensor]:
+        """complex (batch, B, 4, 4) -> (S32_hat complex (batch, B, 32, 32), latent
+        (batch, B, 484))."""
+        re, im = self._parts(S4)
+        x = self.lam.denoise(self.lam.project(re, im))
+        return steered_reconstruction(self.lam.A, x), x
+
+    def latent(self, S4: Tensor, chunk_size: int | None = 64) -> Tensor:
+        """complex (batch, B, 4, 4) -> latent (batch, B, 484); skips the reconstruction (the
+        feature extractor's path; run it under ``torch.inference_mode()`` for speed).
+
+        Frames are independent, so large batches are processed ``chunk_size`` frames at a time:
+        the CDBPN's (chunk, 32, 32, 32) activations then stay in cache, which on a 2-core CPU is
+        worth about 1.3x over a single batch of 256 (``None`` disables chunking).
+        """
+        if chunk_size is not None and S4.shape[0] > chunk_size:
+            return torch.cat([self.latent(c, None) for c in S4.split(chunk_size)], dim=0)
+        re, im = self._parts(S4)
+        return self.lam.denoise(self.lam.project(re, im))
+
+    def upsample(self, S4: Tensor) -> Tensor:
+        """complex (batch, B, 4, 4) -> CDBPN's Hermitian complex (batch, B, 32, 32)."""
+        return torch.complex(*self._parts(S4))
+
+    @classmethod
+    def from_checkpoint(
+        cls,
+        path: str | os.PathLike,
+        map_location: str | torch.device = "cpu",
+        dtype: torch.dtype = torch.float32,
+    ) -> UpLAM:
+        """Rebuild a model from a :func:`save_checkpoint` file (in eval mode)."""
+        ckpt = load_checkpoint(path, map_location)
+        cfg = ckpt["config"]
+        model = cls(bands=cfg["bands"], steering=cfg["steering"], dtype=dtype)
+        model.band_name = cfg.get("band_name", model.band_name)
+        model.load_state_dict(ckpt["model"])
+        return model.to(map_location).eval()
+
+
+# --------------------------------------------------------------------------------------------
+# Loss, metrics, checkpoints
+# --------------------------------------------------------------------------------------------
+
+
+def mse_tv_loss(
+    S_hat: Tensor,
+    S: Tensor,
+    latent: Tensor,
+    neighbours: Tensor,
+    lam: float = 1e-5,
+    return_terms: bool = False,
+) -> Tensor | tuple[Tensor, dict[str, Tensor]]:
+    """Complex MSE plus ``lam`` times (graph TV + L1) of the latent.
+
+    The MSE is the mean of ``|S_hat - S|^2`` over all entries; TV (half the sum of
+    ``|x_i - x_j|`` over every direction and its 6 nearest neighbours, the convention of
+    ``solvers.graph_total_variation``) and L1 are sums over the grid, averaged over maps.
+
+    Args:
+        S_hat, S: complex (batch, B, M, M).
+        latent: (batch, B, N).
+        neighbours: long (N, k) neighbour indices.
+        return_terms: also return the unweighted terms ``{"mse", "tv", "l1"}``.
+    """
+    diff = S_hat - S.to(S_hat.dtype)
+    mse = (diff.real.square() + diff.imag.square()).mean()
+    tv = 0.5 * (latent[..., :, None] - latent[..., neighbours]).abs().sum(dim=(-2, -1)).mean()
+    l1 = latent.abs().sum(dim=-1).mean()
+    loss = mse + lam * (tv + l1)
+    if return_terms:
+        return loss, {"mse": mse.detach(), "tv": tv.detach(), "l1": l1.detach()}
+    return loss
+
+
+def max_normalise(maps: np.ndarray) -> np.ndarray:
+    """Divide maps (..., N) by their maximum; maps whose maximum is not positive become zero."""
+    maps = np.asarray(maps, dtype=np.float64)
+    top = maps.max(axis=-1, keepdims=True)
+    return np.where(top > 0, maps / np.where(top > 0, top, 1.0), 0.0)
+
+
+def map_agreement(latent: np.ndarray, reference: np.ndarray) -> dict[str, np.ndarray]:
+    """Per-band agreement of max-normalised maps.
+
+    ``psnr = 10 log10(1 / MSE)`` and ``mad`` = mean absolute difference, both over frames and
+    directions of the max-normalised maps (peak 1), per band.
+
+    Args:
+        latent, reference: (T, B, N).
+
+    Returns:
+        ``{"psnr": (B,), "mad": (B,)}``.
+    """
+    diff = max_normalise(latent) - max_normalise(reference)
+    mse = np.mean(diff**2, axis=(0, 2))
+    return {
+        "psnr": 10.0 * np.log10(1.0 / np.maximum(mse, 1e-12)),
+        "mad": np.mean(np.abs(diff), axis=(0, 2)),
+    }
+
+
+def save_checkpoint(
+    path: str | os.PathLike,
+    model: UpLAM,
+    optimizer: torch.optim.Optimizer | None = None,
+    **extra: Any,
+) -> None:
+    """Write ``{"model", "config", ["optimizer"], **extra}`` atomically (a temporary file in the
+    same directory, then ``os.replace``), so a crash never leaves a truncated checkpoint."""
+    path = Path(path)
+    state: dict[str, Any] = {"model": model.state_dict(), "config": model.config}
+    if optimizer is not None:
+        state["optimizer"] = optimizer.state_dict()
+    state.update(extra)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        os.chmod(tmp, 0o644)  # mkstemp's 0600 would make checkpoints private to their writer
+        with os.fdopen(fd, "wb") as f:
+            torch.save(state, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    """The dict written by :func:`save_checkpoint`."""
+    return torch.load(path, map_location=map_location, weights_only=True)
+
+
+def checkpoint_hash(path: str | os.PathLike) -> str:
+    """First 16 hex digits of the SHA-256 of a checkpoint file (names the features it made)."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()[:16]
