@@ -21,6 +21,7 @@ setup(
         "tensorboard>=2.10",
         "pillow>=9",
         "matplotlib>=3.6",
+        "av>=12",  # PyAV: frame extraction from the STARSS23 videos
     ],
     extras_require={
         "synth": ["audiblelight", "trimesh"],

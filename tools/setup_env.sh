@@ -33,7 +33,7 @@ fi
 # Build-time needs of the detectron2 sdist, and runtime needs of the project.
 $PIP install -q wheel setuptools "numpy>=1.24" scipy soundfile tqdm tensorboard pillow matplotlib \
   fvcore==0.1.5.post20221221 "iopath>=0.1.7,<0.1.10" pycocotools yacs termcolor tabulate cloudpickle \
-  "omegaconf>=2.1" "hydra-core>=1.1" pytest ruff
+  "omegaconf>=2.1" "hydra-core>=1.1" av pytest ruff
 
 D2_WANT="d2=$D2_SHA256 ops=$(sha256sum third_party/d2_ops/vision.cpp | cut -c1-16)"
 D2_STAMP=$VENV/.detectron2_built

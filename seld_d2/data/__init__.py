@@ -1,0 +1,1 @@
+"""Datasets: STAIRS26 I/O, Detectron2 registration, synthetic scenes."""
