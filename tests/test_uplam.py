@@ -277,11 +277,11 @@ def test_train_tool_skips_bad_wavs(tmp_path, capsys):
     assert (out / "last.pth").exists()  # the good clips still trained
     err = [line for line in capsys.readouterr().err.splitlines() if "skipping" in line]
     assert len(err) == 5
-    assert any("low_rate.wav" in line and "sample rate 16000" in line for line in err)
-    assert any("four_ch.wav" in line and "4 channels" in line for line in err)
-    assert any("garbage.wav" in line and "unreadable" in line for line in err)
-    assert any("nan.wav" in line and "NaN" in line for line in err)
-    assert any("short.wav" in line and "shorter than one 100 ms frame" in line for line in err)
+    assert any("low_rate.wav" in line and "sample rate is 16000 Hz" in line for line in err)
+    assert any("four_ch.wav" in line and "has 4 channels, expected 32" in line for line in err)
+    assert any("garbage.wav" in line and "not a readable audio file" in line for line in err)
+    assert any("nan.wav" in line and "NaN/inf samples" in line for line in err)
+    assert any("short.wav" in line and "too short" in line for line in err)
 
 
 def test_train_tool_no_usable_clips(tmp_path, capsys):

@@ -29,10 +29,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import soundfile as sf
 import torch
 from tqdm import tqdm
 
+from seld_d2.acoustics.audio import SAMPLE_RATE, AudioError, read_wav
 from seld_d2.acoustics.geometry import TETRA_CHANNELS
 from seld_d2.acoustics.solvers import apgd
 from seld_d2.acoustics.uplam import (
@@ -47,14 +47,9 @@ from seld_d2.acoustics.uplam import (
 from seld_d2.acoustics.visibility import band_centres, visibilities
 
 PROG = "train_uplam"
-SAMPLE_RATE = 24000
 NUM_CHANNELS = 32
 FRAME_SAMPLES = SAMPLE_RATE // 10
 EVAL_BATCH = 64
-
-
-class ClipError(Exception):
-    """A wav that cannot be used; the message says why."""
 
 
 @dataclass
@@ -126,29 +121,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 # --------------------------------------------------------------------------------------------
 
 
-def _one_line(e: Exception) -> str:
-    return " ".join(str(e).split())
-
-
 def read_clip(path: Path) -> np.ndarray:
-    """Load and check one recording, (num_samples, 32) float32; raises :class:`ClipError`."""
-    try:
-        info = sf.info(str(path))
-    except Exception as e:  # soundfile raises several types for unreadable files
-        raise ClipError(f"unreadable ({_one_line(e)})") from None
-    if info.samplerate != SAMPLE_RATE:
-        raise ClipError(f"sample rate {info.samplerate} Hz, expected {SAMPLE_RATE}")
-    if info.channels != NUM_CHANNELS:
-        raise ClipError(f"{info.channels} channels, expected {NUM_CHANNELS}")
-    try:
-        audio, _ = sf.read(str(path), dtype="float32", always_2d=True)
-    except Exception as e:
-        raise ClipError(f"unreadable ({_one_line(e)})") from None
-    if audio.shape[0] < FRAME_SAMPLES:
-        raise ClipError(f"{audio.shape[0]} samples, shorter than one 100 ms frame ({FRAME_SAMPLES})")
-    if not np.all(np.isfinite(audio)):
-        raise ClipError("contains NaN or infinite samples")
-    return audio
+    """Load and check one 32-ch recording, (num_samples, 32) float32; raises AudioError."""
+    return read_wav(path, channels=NUM_CHANNELS, sample_rate=SAMPLE_RATE)[0]
 
 
 def scan_split(root: Path, split: str, max_clips: int | None) -> tuple[list[Clip], int]:
@@ -159,8 +134,8 @@ def scan_split(root: Path, split: str, max_clips: int | None) -> tuple[list[Clip
     for path in tqdm(paths, desc=f"checking {split}", unit="clip", leave=False):
         try:
             audio = read_clip(path)
-        except ClipError as e:
-            tqdm.write(f"{PROG}: skipping {path}: {e}", file=sys.stderr)
+        except AudioError as e:
+            tqdm.write(f"{PROG}: skipping {e}", file=sys.stderr)
             bad += 1
             continue
         clips.append(Clip(path, audio.shape[0] // FRAME_SAMPLES))

@@ -286,7 +286,7 @@ def load_stairs26(
     feature_root = Path(feature_cache) if feature_cache else root / "features_dev"
     records: list[dict] = []
     for split in splits:
-        for clip in index_split(root, split, audio=audio, on_error=on_error):
+        for clip in index_split(root, split, audio=audio, on_error=on_error, progress=True):
             records.extend(clip_records(clip, feature_root / split))
     return records
 
