@@ -21,6 +21,7 @@ from tqdm import tqdm
 
 from seld_d2.acoustics.audio import AudioError
 from seld_d2.acoustics.features import FeatureExtractor, cache_path_for
+from seld_d2.data.datasets import list_sequences
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -43,15 +44,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def list_clips(root: Path, split: str) -> list[tuple[str, Path]]:
-    """(sequence name, wav path) for every clip that has a wav or a label file in the split.
-
-    A clip with labels but no wav is listed so that it is reported as missing.
-    """
+    """(sequence name, wav path) for every clip with a wav or a label file in the split; a clip
+    with labels but no wav is listed so that it is reported as missing."""
     wav_dir = root / "mic_dev" / split
-    names = {p.stem for p in wav_dir.glob("*.wav")}
-    label_dir = root / "labels_dev" / split
-    names |= {p.stem.removesuffix("_std") for p in label_dir.glob("*.json")}
-    return [(n, wav_dir / f"{n}.wav") for n in sorted(names)]
+    return [(seq, wav_dir / f"{seq}.wav") for seq in list_sequences(root, split, audio="mic")]
 
 
 def main(argv: list[str] | None = None) -> int:

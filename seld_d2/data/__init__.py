@@ -1,1 +1,1 @@
-"""Datasets: STAIRS26 I/O, Detectron2 registration, synthetic scenes."""
+"""Datasets: STAIRS26 label I/O, Detectron2 registration, and synthetic scene generation (``synth``)."""
