@@ -30,4 +30,37 @@ def add_seld_config(cfg: CN) -> CN:
     cfg.SELD.AUDIO.FEATURE_BATCH_SIZE = 256
     # Folder (relative to the dataset root) of the per-clip feature cache; split name appended.
     cfg.SELD.AUDIO.FEATURE_CACHE_DIR = "features_dev"
+
+    # ---- data (seld_d2.data) ----------------------------------------------------------------
+    cfg.SELD.DATA = CN()
+    # Dataset root (STARSS23 layout, see datasets/README.md) of the splits named below.
+    cfg.SELD.DATA.ROOT = "datasets/STAIRS26"
+    # Splits registered as the training / validation datasets (names of DATASETS.TRAIN/TEST).
+    cfg.SELD.DATA.TRAIN_SPLITS = ["dev-train-sony", "dev-train-tau"]
+    cfg.SELD.DATA.VAL_SPLITS = ["dev-test-sony", "dev-test-tau"]
+    # Bad clips are skipped with a warning ("skip") or stop loading ("raise").
+    cfg.SELD.DATA.ON_ERROR = "skip"
+    # Training frames drawn per epoch (class-balanced, with replacement); 0 = every frame once.
+    cfg.SELD.DATA.FRAMES_PER_EPOCH = 15000
+    # Validation frames evaluated per epoch (a fixed seeded subset); 0 = the whole split.
+    cfg.SELD.DATA.VAL_FRAMES = 3000
+    # Class balancing: frame weight = max over its classes of min(max_count / count, CAP).
+    cfg.SELD.DATA.CLASS_BALANCE = True
+    cfg.SELD.DATA.CLASS_BALANCE_CAP = 30.0
+    # Clips whose acoustic latent each data-loader worker keeps in memory.
+    cfg.SELD.DATA.FEATURE_CACHE_CLIPS = 64
+
+    # ---- augmentation (seld_d2.data.augment), training only -------------------------------
+    cfg.SELD.AUG = CN()
+    # Random azimuth rotation: circular roll of image, maps and masks by 0..359 pixels.
+    cfg.SELD.AUG.AZIMUTH_ROTATION = True
+    # Probability of the azimuth mirror (horizontal flip, az -> -az).
+    cfg.SELD.AUG.FLIP_PROB = 0.5
+    # Probability and strength (factors in 1 +- strength) of brightness/contrast/saturation jitter.
+    cfg.SELD.AUG.RGB_JITTER_PROB = 0.8
+    cfg.SELD.AUG.RGB_JITTER_STRENGTH = 0.4
+    # Probability that the RGB channels are replaced by the ImageNet mean (modality dropout).
+    cfg.SELD.AUG.RGB_DROPOUT_PROB = 0.15
+    # Up to this many acoustic bands are zeroed (uniform 0..N).
+    cfg.SELD.AUG.MAX_MASKED_BANDS = 4
     return cfg

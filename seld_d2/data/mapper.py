@@ -1,0 +1,164 @@
+"""``SeldDatasetMapper``: a frame record -> the 19-channel model input and its targets.
+
+Input image: RGB frame (0-255) followed by the acoustic planes of that frame (the cached UpLAM
+latent gathered onto the 360x180 canvas), as a float32 tensor (3 + B, H, W). Targets, in
+training: ``Instances`` with ``gt_boxes``, ``gt_classes``, ``gt_energy`` (N, H, W) energy maps,
+``gt_distance`` (cm) and ``gt_instance_ids``; and ``fullmap`` (H, W), the per-pixel maximum of
+the instance maps. Instances that cross the azimuth seam (after augmentation, or as labelled)
+are split into one instance per side, so every box is a plain box on the canvas.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+from collections import OrderedDict
+
+import numpy as np
+import torch
+from detectron2.config import configurable
+from detectron2.data import transforms as T
+from detectron2.structures import Boxes, Instances
+
+from ..acoustics.features import latent_to_canvas, load_cached_latent
+from ..acoustics.geometry import canvas_nearest_index, fibonacci_grid
+from .augment import build_seld_augmentations
+from .datasets import FRAME_H, FRAME_W, load_frame
+
+logger = logging.getLogger(__name__)
+
+
+def render_energy(polygons: list[np.ndarray], height: int = FRAME_H, width: int = FRAME_W) -> np.ndarray:
+    """An annotation's [x, y, v] triplets as an (H, W) float32 map (v at each listed pixel; x = W
+    wraps to column 0, y = H is clamped to the last row)."""
+    out = np.zeros((height, width), np.float32)
+    pts = np.concatenate(polygons)
+    xs = np.mod(np.round(pts[:, 0]).astype(np.int64), width)
+    ys = np.clip(np.round(pts[:, 1]).astype(np.int64), 0, height - 1)
+    np.maximum.at(out, (ys, xs), pts[:, 2].astype(np.float32))
+    return out
+
+
+def split_at_seam(energy: np.ndarray) -> list[np.ndarray]:
+    """Split a map whose support crosses the azimuth seam into its two sides; others unchanged.
+
+    The support crosses the seam when it touches both the first and the last column without
+    covering every column; the part connected (along x) to column 0 becomes one map and the
+    rest the other, so the two maps sum to the original.
+    """
+    cols = energy.any(axis=0)
+    if not (cols[0] and cols[-1]) or cols.all():
+        return [energy]
+    first_gap = int(np.argmin(cols))  # first empty column after the run touching column 0
+    left = np.zeros_like(energy)
+    left[:, :first_gap] = energy[:, :first_gap]
+    return [left, energy - left]
+
+
+def support_box(energy: np.ndarray) -> list[float] | None:
+    """Tight XYXY box of a map's non-zero pixels (pixel-inclusive), or None if empty."""
+    rows, cols = np.flatnonzero(energy.any(axis=1)), np.flatnonzero(energy.any(axis=0))
+    if rows.size == 0:
+        return None
+    return [float(cols[0]), float(rows[0]), float(cols[-1] + 1), float(rows[-1] + 1)]
+
+
+class SeldDatasetMapper:
+    """Frame record (see ``seld_d2.data.datasets``) -> model input dict.
+
+    Args:
+        is_train: build targets (and keep annotations) when True.
+        augmentations: Detectron2 augmentations applied to the 19-channel image and the maps.
+        num_bands: acoustic planes expected in the feature cache.
+        feature_cache_size: clips whose latent is kept in memory (per worker).
+    """
+
+    @configurable
+    def __init__(
+        self,
+        is_train: bool,
+        *,
+        augmentations: list[T.Augmentation],
+        num_bands: int = 16,
+        feature_cache_size: int = 64,
+    ):
+        self.is_train = is_train
+        self.augmentations = T.AugmentationList(augmentations)
+        self.num_bands = num_bands
+        self.feature_cache_size = feature_cache_size
+        self._latents: OrderedDict[str, np.ndarray] = OrderedDict()
+        self._canvas_index = canvas_nearest_index(fibonacci_grid(), FRAME_W, FRAME_H)
+
+    @classmethod
+    def from_config(cls, cfg, is_train: bool = True) -> dict:
+        return {
+            "is_train": is_train,
+            "augmentations": build_seld_augmentations(cfg, is_train),
+            "num_bands": cfg.MODEL.SELD.NUM_ACOUSTIC,
+            "feature_cache_size": cfg.SELD.DATA.FEATURE_CACHE_CLIPS,
+        }
+
+    def _latent(self, feature_file: str | None) -> np.ndarray:
+        """The clip's cached latent (T, B, 484), from memory when recently used."""
+        if feature_file is None:
+            raise FileNotFoundError("record has no feature_file; register the dataset with a feature cache")
+        if feature_file in self._latents:
+            self._latents.move_to_end(feature_file)
+            return self._latents[feature_file]
+        try:
+            latent = load_cached_latent(feature_file)
+        except FileNotFoundError:
+            raise FileNotFoundError(
+                f"{feature_file}: acoustic features not found (run tools/extract_features.py on this split)"
+            ) from None
+        if latent.ndim != 3 or latent.shape[1] != self.num_bands:
+            raise ValueError(
+                f"{feature_file}: features have shape {latent.shape}, expected (T, {self.num_bands}, N)"
+            )
+        self._latents[feature_file] = latent
+        if len(self._latents) > self.feature_cache_size:
+            self._latents.popitem(last=False)
+        return latent
+
+    def acoustic_planes(self, record: dict) -> np.ndarray:
+        """The frame's acoustic planes on the canvas, float32 (H, W, B)."""
+        latent = self._latent(record.get("feature_file"))
+        k = min(record["frame_index"], latent.shape[0] - 1)  # video may run one frame past audio
+        return np.ascontiguousarray(np.moveaxis(latent_to_canvas(latent[k], self._canvas_index), 0, -1))
+
+    def __call__(self, record: dict) -> dict:
+        record = copy.copy(record)
+        rgb = load_frame(record["file_name"]).astype(np.float32)
+        image = np.concatenate([rgb, self.acoustic_planes(record)], axis=-1)
+        annos = record.pop("annotations", [])
+        aug_input = T.AugInput(image)
+        transforms = self.augmentations(aug_input)
+        image = aug_input.image
+        height, width = image.shape[:2]
+        record["image"] = torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1)))
+        if not self.is_train:
+            return record
+
+        maps, classes, distances, ids = [], [], [], []
+        for a in annos:
+            energy = transforms.apply_segmentation(render_energy(a["segmentation"], height, width))
+            for part in split_at_seam(energy):
+                if part.any():
+                    maps.append(part)
+                    classes.append(a["category_id"])
+                    distances.append(a["distance"])
+                    ids.append(a.get("instance_id", -1))
+        inst = Instances((height, width))
+        energy = np.stack(maps) if maps else np.zeros((0, height, width), np.float32)
+        inst.gt_boxes = Boxes(
+            torch.tensor([support_box(m) for m in maps], dtype=torch.float32).reshape(-1, 4)
+        )
+        inst.gt_classes = torch.tensor(classes, dtype=torch.int64)
+        inst.gt_energy = torch.from_numpy(energy)
+        inst.gt_distance = torch.tensor(distances, dtype=torch.float32)
+        inst.gt_instance_ids = torch.tensor(ids, dtype=torch.int64)
+        record["instances"] = inst
+        record["fullmap"] = torch.from_numpy(
+            energy.max(axis=0) if maps else np.zeros((height, width), np.float32)
+        )
+        return record
