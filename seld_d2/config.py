@@ -63,4 +63,49 @@ def add_seld_config(cfg: CN) -> CN:
     cfg.SELD.AUG.RGB_DROPOUT_PROB = 0.15
     # Up to this many acoustic bands are zeroed (uniform 0..N).
     cfg.SELD.AUG.MAX_MASKED_BANDS = 4
+
+    # ---- training (seld_d2.engine) ----------------------------------------------------------
+    cfg.SELD.TRAIN = CN()
+    # Training length in epochs (an epoch = FRAMES_PER_EPOCH frames); sets SOLVER.MAX_ITER
+    # when > 0 (tools/train_net.py).
+    cfg.SELD.TRAIN.MAX_EPOCHS = 30
+    # Progressive unfreezing: first epoch (1-based) from which each backbone stage trains;
+    # 0 = always frozen. Report: stems and layer1 from 1, layer4 from 3, layer3 from 7,
+    # layer2 never. FPN, RPN and heads always train.
+    cfg.SELD.TRAIN.UNFREEZE_STEMS_EPOCH = 1
+    cfg.SELD.TRAIN.UNFREEZE_LAYER1_EPOCH = 1
+    cfg.SELD.TRAIN.UNFREEZE_LAYER2_EPOCH = 0
+    cfg.SELD.TRAIN.UNFREEZE_LAYER3_EPOCH = 7
+    cfg.SELD.TRAIN.UNFREEZE_LAYER4_EPOCH = 3
+    # Epochs after each unfreezing transition during which early stopping is suspended.
+    cfg.SELD.TRAIN.GRACE_EPOCHS = 5
+    # ReduceLROnPlateau on the validation loss: factor and patience (epochs).
+    cfg.SELD.TRAIN.PLATEAU_FACTOR = 0.5
+    cfg.SELD.TRAIN.PLATEAU_PATIENCE = 3
+    # Early stopping after this many epochs without a better validation loss (0 = off).
+    cfg.SELD.TRAIN.EARLY_STOP_PATIENCE = 10
+    # Iterations between log lines / TensorBoard writes.
+    cfg.SELD.TRAIN.LOG_PERIOD = 20
+
+    # ---- optimizer: AdamW with 12 named parameter groups (seld_d2.engine.param_groups) -------
+    cfg.SELD.OPTIM = CN()
+    cfg.SELD.OPTIM.BETAS = (0.9, 0.999)
+    cfg.SELD.OPTIM.GROUPS = CN()
+    # (learning rate, weight decay) per group; the report's extremes: audio stem 2e-4 (highest),
+    # box predictor 2e-5 (lowest); base 1e-4. Norm layers get no weight decay.
+    for name, lr, wd in (
+        ("RGB_STEM", 5e-5, 1e-4),
+        ("AUDIO_STEM", 2e-4, 1e-4),
+        ("NORMS", 1e-4, 0.0),
+        ("LAYER1", 5e-5, 1e-4),
+        ("LAYER2", 5e-5, 1e-4),
+        ("LAYER3", 5e-5, 1e-4),
+        ("LAYER4", 1e-4, 1e-4),
+        ("FPN", 1e-4, 1e-4),
+        ("RPN", 1e-4, 1e-4),
+        ("BOX_HEAD", 1e-4, 1e-4),
+        ("BOX_PREDICTOR", 2e-5, 1e-4),
+        ("EXTRA_HEADS", 1e-4, 1e-4),
+    ):
+        cfg.SELD.OPTIM.GROUPS[name] = CN({"LR": lr, "WEIGHT_DECAY": wd})
     return cfg

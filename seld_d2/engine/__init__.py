@@ -1,0 +1,1 @@
+"""Training engine: the Detectron2 trainer, parameter groups and epoch hooks."""

@@ -1,0 +1,233 @@
+"""``SeldTrainer``: Detectron2's ``DefaultTrainer`` wired to seld_d2's data, optimizer and hooks.
+
+The overrides only connect builders: the STAIRS26 datasets and ``SeldDatasetMapper``, the
+class-balanced sampler, AdamW with the 12 parameter groups, the epoch-level hooks, and an
+atomic checkpointer. Training resumes exactly: the sampler and augmentations are functions of
+the draw position (so the data after iteration k is the same whether or not the run was
+interrupted), and RNG states are checkpointed.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+from collections.abc import Iterator
+
+import numpy as np
+import torch
+from detectron2.checkpoint import DetectionCheckpointer
+from detectron2.data import DatasetCatalog
+from detectron2.engine import DefaultTrainer, hooks
+from detectron2.utils import comm
+from detectron2.utils.events import CommonMetricPrinter, JSONWriter, TensorboardXWriter
+from torch.utils.data import DataLoader, Dataset, Sampler
+
+from ..data.mapper import SeldDatasetMapper
+from ..data.sampler import ClassBalancedFrameSampler, SequentialFrameSampler
+from ..utils.io import atomic_open
+from . import hooks as seld_hooks
+from .param_groups import build_optimizer
+
+logger = logging.getLogger(__name__)
+
+
+class AtomicCheckpointer(DetectionCheckpointer):
+    """A DetectionCheckpointer whose checkpoint and ``last_checkpoint`` files are written to a
+    temporary file and renamed, so an interrupted save never corrupts the last good state."""
+
+    def save(self, name: str, **kwargs) -> None:
+        if not self.save_dir or not self.save_to_disk:
+            return
+        data = {"model": self.model.state_dict()}
+        for key, obj in self.checkpointables.items():
+            data[key] = obj.state_dict()
+        data.update(kwargs)
+        basename = f"{name}.pth"
+        path = os.path.join(self.save_dir, basename)
+        self.logger.info("Saving checkpoint to %s", path)
+        with atomic_open(path, "wb") as f:
+            torch.save(data, f)
+        if name != "model_best":
+            self.tag_last_checkpoint(basename)
+
+    def tag_last_checkpoint(self, last_filename_basename: str) -> None:
+        with atomic_open(os.path.join(self.save_dir, "last_checkpoint"), "w") as f:
+            f.write(last_filename_basename)
+
+
+class _SeededFrames(Dataset):
+    """Records mapped with an augmentation RNG seeded by the draw position, so a sample's
+    augmentation does not depend on worker assignment or on where training was resumed."""
+
+    def __init__(self, records: list[dict], mapper, seed: int):
+        self.records, self.mapper, self.seed = records, mapper, seed
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def __getitem__(self, item: tuple[int, int]) -> dict:
+        index, position = item
+        np.random.seed((self.seed * 1_000_003 + position) % 2**32)
+        return self.mapper(self.records[index])
+
+
+class _Positioned(Sampler):
+    """(record index, global draw position) pairs of an infinite index sampler, from ``start``."""
+
+    def __init__(self, sampler: Sampler, start: int = 0):
+        self.sampler, self.start = sampler, start
+
+    def __iter__(self) -> Iterator[tuple[int, int]]:
+        it = iter(self.sampler)
+        for _ in range(self.start):  # cheap: index streams are generated in large chunks
+            next(it)
+        position = self.start
+        for index in it:
+            yield index, position
+            position += 1
+
+
+def _collate(batch: list[dict]) -> list[dict]:
+    return batch
+
+
+def iters_per_epoch(cfg, num_train_frames: int) -> int:
+    """Training iterations in one epoch: FRAMES_PER_EPOCH (or the whole split) / batch size."""
+    frames = cfg.SELD.DATA.FRAMES_PER_EPOCH or num_train_frames
+    return max(1, math.ceil(frames / cfg.SOLVER.IMS_PER_BATCH))
+
+
+def dataset_records(names) -> list[dict]:
+    records = []
+    for name in names:
+        records.extend(DatasetCatalog.get(name))
+    if not records:
+        raise ValueError(f"datasets {list(names)} have no frames")
+    return records
+
+
+def build_seld_train_loader(cfg, records: list[dict], start_iter: int = 0) -> DataLoader:
+    """Per-process batches of mapped training frames (lists of dicts), infinite.
+
+    The sampler is class-balanced (``SELD.DATA.CLASS_BALANCE``) or a seeded shuffle; with
+    ``start_iter`` it continues the stream where an interrupted run stopped.
+    """
+    world, rank = comm.get_world_size(), comm.get_rank()
+    batch = cfg.SOLVER.IMS_PER_BATCH // world
+    seed = cfg.SEED if cfg.SEED >= 0 else 0
+    if cfg.SELD.DATA.CLASS_BALANCE:
+        sampler = ClassBalancedFrameSampler(
+            records, cap=cfg.SELD.DATA.CLASS_BALANCE_CAP, seed=seed, rank=rank, world_size=world
+        )
+    else:
+        sampler = SequentialFrameSampler(len(records), seed=seed, rank=rank, world_size=world)
+    positioned = _Positioned(sampler, start=start_iter * batch)
+    return DataLoader(
+        _SeededFrames(records, SeldDatasetMapper(cfg, is_train=True), seed * world + rank),
+        batch_size=batch,
+        sampler=positioned,
+        num_workers=cfg.DATALOADER.NUM_WORKERS,
+        collate_fn=_collate,
+        persistent_workers=cfg.DATALOADER.NUM_WORKERS > 0,
+    )
+
+
+def build_validation_batches(cfg, records: list[dict]) -> list[list[dict]]:
+    """A fixed, seeded subset of ``SELD.DATA.VAL_FRAMES`` validation frames (all if 0), this
+    process's share, mapped without augmentation, in batches. Held in memory (one epoch's
+    worth of 19-channel inputs: about 4 MB per frame)."""
+    rng = np.random.default_rng(12345)
+    n = cfg.SELD.DATA.VAL_FRAMES
+    chosen = (
+        np.sort(rng.choice(len(records), n, replace=False))
+        if 0 < n < len(records)
+        else np.arange(len(records))
+    )
+    chosen = chosen[comm.get_rank() :: comm.get_world_size()]
+    mapper = SeldDatasetMapper(cfg, is_train=True)
+    mapper.augmentations.augs = []
+    size = max(1, cfg.SOLVER.IMS_PER_BATCH // comm.get_world_size())
+    mapped = [mapper(records[i]) for i in chosen]
+    return [mapped[i : i + size] for i in range(0, len(mapped), size)]
+
+
+def unfreeze_schedule(cfg) -> dict[str, int]:
+    t = cfg.SELD.TRAIN
+    return {
+        "stems": t.UNFREEZE_STEMS_EPOCH,
+        "layer1": t.UNFREEZE_LAYER1_EPOCH,
+        "layer2": t.UNFREEZE_LAYER2_EPOCH,
+        "layer3": t.UNFREEZE_LAYER3_EPOCH,
+        "layer4": t.UNFREEZE_LAYER4_EPOCH,
+    }
+
+
+class SeldTrainer(DefaultTrainer):
+    """DefaultTrainer with seld_d2's builders and epoch hooks (see the module docstring)."""
+
+    def __init__(self, cfg):
+        self._train_records = dataset_records(cfg.DATASETS.TRAIN)
+        self.clock = seld_hooks.EpochClock(iters_per_epoch(cfg, len(self._train_records)))
+        super().__init__(cfg)
+
+    def build_train_loader(self, cfg):  # noqa: D102  (instance method: needs the records)
+        return build_seld_train_loader(cfg, self._train_records)
+
+    @classmethod
+    def build_optimizer(cls, cfg, model):
+        return build_optimizer(model, cfg)
+
+    @classmethod
+    def build_lr_scheduler(cls, cfg, optimizer):
+        # LR changes come from the plateau hook at epoch ends; nothing per iteration.
+        return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda _: 1.0)
+
+    def build_hooks(self):
+        cfg = self.cfg
+        # DefaultTrainer.__init__ has just made a plain DetectionCheckpointer; swap in the atomic
+        # one (same model and checkpointables) before any hook holds a reference to it.
+        self.checkpointer = AtomicCheckpointer(
+            self.checkpointer.model, cfg.OUTPUT_DIR, **self.checkpointer.checkpointables
+        )
+        t = cfg.SELD.TRAIN
+        val_batches = (
+            build_validation_batches(cfg, dataset_records(cfg.DATASETS.TEST)) if cfg.DATASETS.TEST else []
+        )
+        unfreezing = seld_hooks.ProgressiveUnfreezing(self.clock, unfreeze_schedule(cfg), t.GRACE_EPOCHS)
+        validation = seld_hooks.ValidationLoss(self.clock, val_batches)
+        hook_list = [hooks.IterationTimer(), seld_hooks.RNGState(), unfreezing]
+        if val_batches:
+            hook_list += [
+                validation,
+                seld_hooks.PlateauLR(self.clock, validation, t.PLATEAU_FACTOR, t.PLATEAU_PATIENCE),
+                seld_hooks.BestCheckpoint(self.clock, validation, self.checkpointer),
+                seld_hooks.EarlyStopping(self.clock, validation, unfreezing, t.EARLY_STOP_PATIENCE),
+            ]
+        if comm.is_main_process():
+            # Last among the after_step hooks that touch state, so checkpoints see it all.
+            hook_list.append(hooks.PeriodicCheckpointer(self.checkpointer, cfg.SOLVER.CHECKPOINT_PERIOD))
+            hook_list.append(hooks.PeriodicWriter(self.build_writers(), period=cfg.SELD.TRAIN.LOG_PERIOD))
+        return hook_list
+
+    def build_writers(self):
+        return [
+            CommonMetricPrinter(self.max_iter),
+            JSONWriter(os.path.join(self.cfg.OUTPUT_DIR, "metrics.json")),
+            TensorboardXWriter(self.cfg.OUTPUT_DIR),
+        ]
+
+    def resume_or_load(self, resume: bool = True) -> None:
+        super().resume_or_load(resume)
+        if self.start_iter > 0:
+            # Continue the data stream exactly where the interrupted run left it.
+            loader = build_seld_train_loader(self.cfg, self._train_records, start_iter=self.start_iter)
+            self._trainer.data_loader = loader
+            self._trainer._data_loader_iter = iter(loader)
+
+    def train(self):
+        try:
+            return super().train()
+        except seld_hooks.StopTraining:
+            logger.info("training stopped early at iteration %d", self.iter)
+            return None

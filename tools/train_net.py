@@ -1,0 +1,106 @@
+#!/usr/bin/env python
+"""Train (or evaluate) the seld_d2 detector, the Detectron2 way.
+
+    python tools/train_net.py --config-file configs/SELD/run3_mel16.yaml
+    python tools/train_net.py --config-file ... --num-gpus 4
+    python tools/train_net.py --config-file ... --resume              # continue OUTPUT_DIR
+    python tools/train_net.py --config-file ... --eval-only MODEL.WEIGHTS out/model_best.pth
+    python tools/train_net.py --config-file ... SELD.DATA.ROOT /data/STAIRS26 SOLVER.IMS_PER_BATCH 16
+
+The training and validation datasets are the STAIRS26-layout splits named by
+``SELD.DATA.TRAIN_SPLITS`` / ``VAL_SPLITS`` under ``SELD.DATA.ROOT`` (registered here as
+``DATASETS.TRAIN`` / ``DATASETS.TEST``); their acoustic features must have been extracted
+(``tools/extract_features.py``). ``--eval-only`` reports the validation loss; the official
+challenge metric arrives with the evaluation module.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+
+import torch
+from detectron2.checkpoint import DetectionCheckpointer
+from detectron2.config import get_cfg
+from detectron2.data import DatasetCatalog
+from detectron2.engine import default_argument_parser, default_setup, launch
+from detectron2.utils.events import EventStorage
+
+import seld_d2  # noqa: F401  (Pillow alias before detectron2; registers seld_d2's components)
+from seld_d2 import add_seld_config
+from seld_d2.data.datasets import register_stairs26
+from seld_d2.engine.hooks import validation_losses
+from seld_d2.engine.trainer import SeldTrainer, build_validation_batches, dataset_records, iters_per_epoch
+
+logger = logging.getLogger("seld_d2")
+
+
+def register_datasets(cfg) -> None:
+    """Register DATASETS.TRAIN[0] / DATASETS.TEST[0] from SELD.DATA (unless already registered)."""
+    d = cfg.SELD.DATA
+    feature_cache = os.path.join(d.ROOT, cfg.SELD.AUDIO.FEATURE_CACHE_DIR)
+    for names, splits in ((cfg.DATASETS.TRAIN, d.TRAIN_SPLITS), (cfg.DATASETS.TEST, d.VAL_SPLITS)):
+        for name in names:
+            if name not in DatasetCatalog.list():
+                register_stairs26(
+                    name, d.ROOT, list(splits), feature_cache=feature_cache, on_error=d.ON_ERROR
+                )
+
+
+def setup(args):
+    """Config from file + command line, datasets registered, epoch-derived iteration counts."""
+    cfg = get_cfg()
+    add_seld_config(cfg)
+    cfg.merge_from_file(args.config_file)
+    cfg.merge_from_list(args.opts)
+    if cfg.SOLVER.AMP.ENABLED and not torch.cuda.is_available():
+        cfg.SOLVER.AMP.ENABLED = False  # Detectron2 0.6's AMP trainer is CUDA-only
+    register_datasets(cfg)
+    if not args.eval_only:
+        ipe = iters_per_epoch(cfg, len(dataset_records(cfg.DATASETS.TRAIN)))
+        if cfg.SELD.TRAIN.MAX_EPOCHS > 0:
+            cfg.SOLVER.MAX_ITER = cfg.SELD.TRAIN.MAX_EPOCHS * ipe
+        if cfg.SOLVER.CHECKPOINT_PERIOD <= 0:
+            cfg.SOLVER.CHECKPOINT_PERIOD = ipe  # 0 means: every epoch
+    cfg.freeze()
+    default_setup(cfg, args)
+    return cfg
+
+
+def main(args):
+    cfg = setup(args)
+    if args.eval_only:
+        model = SeldTrainer.build_model(cfg)
+        DetectionCheckpointer(model, save_dir=cfg.OUTPUT_DIR).resume_or_load(
+            cfg.MODEL.WEIGHTS, resume=args.resume
+        )
+        model.train()  # losses need training mode; validation_losses freezes BN and dropout
+        with EventStorage(0):
+            means = validation_losses(
+                model, build_validation_batches(cfg, dataset_records(cfg.DATASETS.TEST))
+            )
+        logger.info("validation losses: %s", {k: round(v, 5) for k, v in means.items()})
+        print(f"validation loss: {sum(means.values()):.5f}")
+        return means
+    trainer = SeldTrainer(cfg)
+    trainer.resume_or_load(resume=args.resume)
+    return trainer.train()
+
+
+def invoke_main() -> None:
+    args = default_argument_parser().parse_args()
+    print("Command Line Args:", args)
+    launch(
+        main,
+        args.num_gpus,
+        num_machines=args.num_machines,
+        machine_rank=args.machine_rank,
+        dist_url=args.dist_url,
+        args=(args,),
+    )
+
+
+if __name__ == "__main__":
+    invoke_main()
+    sys.exit(0)
