@@ -1,0 +1,199 @@
+"""Epoch hooks in isolation, on a small model whose parameter names follow Detectron2's ResNet-FPN
+(backbone.bottom_up.stem / res2..res5, backbone.fpn_*, proposal_generator, roi_heads)."""
+
+import random
+
+import numpy as np
+import pytest
+import torch
+from detectron2.utils.events import EventStorage
+from torch import nn
+
+import seld_d2  # noqa: F401
+from seld_d2.engine import hooks as H
+from seld_d2.engine.param_groups import GROUP_NAMES, named_groups
+
+SCHEDULE = {"stems": 1, "layer1": 1, "layer2": 0, "layer3": 7, "layer4": 3}
+
+
+class Stem(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv_rgb = nn.Conv2d(3, 4, 3)
+        self.conv_audio = nn.Conv2d(16, 4, 3)
+        self.norm = nn.BatchNorm2d(4)
+
+
+class BottomUp(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.stem = Stem()
+        for i in range(2, 6):
+            setattr(self, f"res{i}", nn.Sequential(nn.Conv2d(4, 4, 1), nn.BatchNorm2d(4)))
+
+
+class Backbone(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.bottom_up = BottomUp()
+        self.fpn_lateral2 = nn.Conv2d(4, 4, 1)
+
+
+class ROIHeads(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.box_head = nn.Linear(4, 4)
+        self.box_predictor = nn.Linear(4, 14)
+        self.energy_head = nn.Conv2d(4, 1, 1)
+
+
+class TinyDetector(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.backbone = Backbone()
+        self.proposal_generator = nn.Linear(4, 4)
+        self.roi_heads = ROIHeads()
+        self.fullmap_head = nn.Conv2d(4, 1, 1)
+
+
+class FakeTrainer:
+    def __init__(self, model):
+        self.model = model
+        self.optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
+        self.iter = 0
+        self.max_iter = 1000
+
+
+def stage_trainable(model):
+    out = {}
+    for name, p in model.named_parameters():
+        stage = H.backbone_stage(name)
+        if stage:
+            out.setdefault(stage, set()).add(p.requires_grad)
+    return {s: v.pop() for s, v in out.items() if len(v) == 1}
+
+
+def test_param_groups_cover_every_parameter_once():
+    model = TinyDetector()
+    groups = named_groups(model)
+    assert list(groups) == list(GROUP_NAMES)
+    names = [n for params in groups.values() for n, _ in params]
+    assert sorted(names) == sorted(n for n, _ in model.named_parameters())
+    assert {n for n, _ in groups["rgb_stem"]} == {
+        "backbone.bottom_up.stem.conv_rgb.weight",
+        "backbone.bottom_up.stem.conv_rgb.bias",
+    }
+    assert "backbone.bottom_up.stem.norm.weight" in {n for n, _ in groups["norms"]}
+    assert {n for n, _ in groups["layer3"]} == {
+        "backbone.bottom_up.res4.0.weight",
+        "backbone.bottom_up.res4.0.bias",
+    }
+    assert {n for n, _ in groups["extra_heads"]} >= {"roi_heads.energy_head.weight", "fullmap_head.weight"}
+    assert groups["box_predictor"] and groups["rpn"] and groups["fpn"]
+
+
+@pytest.mark.parametrize(
+    "epoch,expected",
+    [
+        (1, {"stems": True, "layer1": True, "layer2": False, "layer3": False, "layer4": False}),
+        (2, {"stems": True, "layer1": True, "layer2": False, "layer3": False, "layer4": False}),
+        (3, {"stems": True, "layer1": True, "layer2": False, "layer3": False, "layer4": True}),
+        (6, {"stems": True, "layer1": True, "layer2": False, "layer3": False, "layer4": True}),
+        (7, {"stems": True, "layer1": True, "layer2": False, "layer3": True, "layer4": True}),
+    ],
+)
+def test_unfreezing_schedule(epoch, expected):
+    model = TinyDetector()
+    trainer = FakeTrainer(model)
+    hook = H.ProgressiveUnfreezing(H.EpochClock(10), SCHEDULE, grace=5)
+    hook.trainer = trainer
+    trainer.iter = (epoch - 1) * 10
+    hook.before_step()
+    assert stage_trainable(model) == expected
+    # FPN, RPN and heads always train.
+    assert (
+        model.backbone.fpn_lateral2.weight.requires_grad
+        and model.roi_heads.box_predictor.weight.requires_grad
+    )
+    # Frozen stages keep their batch-norm statistics.
+    assert model.backbone.bottom_up.res3[1].training is False
+
+
+def test_transition_resets_optimizer_state_and_opens_grace():
+    model = TinyDetector()
+    trainer = FakeTrainer(model)
+    hook = H.ProgressiveUnfreezing(H.EpochClock(10), SCHEDULE, grace=5)
+    hook.trainer = trainer
+    for it in range(0, 30):
+        trainer.iter = it
+        hook.before_step()
+        loss = sum(p.sum() for p in model.parameters() if p.requires_grad)
+        trainer.optimizer.zero_grad()
+        loss.backward()
+        trainer.optimizer.step()
+        if it == 19:
+            assert len(trainer.optimizer.state) > 0
+    # Epoch 3 (iteration 20) added layer4: state was cleared at that step, grace to epoch 7.
+    assert hook.grace_until == 7
+    trainer.iter = 60  # epoch 7 adds layer3
+    hook.before_step()
+    assert len(trainer.optimizer.state) == 0 and hook.grace_until == 11
+    state = hook.state_dict()
+    other = H.ProgressiveUnfreezing(H.EpochClock(10), SCHEDULE, grace=5)
+    other.trainer = FakeTrainer(TinyDetector())
+    other.load_state_dict(state)
+    assert stage_trainable(other.trainer.model)["layer3"] is True
+
+
+class FixedValidation:
+    """Stands in for ValidationLoss: a scripted loss per epoch."""
+
+    def __init__(self):
+        self.history = []
+
+
+def run_epochs(losses, hooks_, trainer, validation, clock):
+    for loss in losses:
+        epoch = len(validation.history) + 1
+        trainer.iter = epoch * clock.iters_per_epoch - 1
+        validation.history.append(loss)
+        for h in hooks_:
+            h.after_step()
+
+
+def test_plateau_halves_lr_after_three_bad_epochs():
+    model = TinyDetector()
+    trainer = FakeTrainer(model)
+    clock, validation = H.EpochClock(5), FixedValidation()
+    plateau = H.PlateauLR(clock, validation, factor=0.5, patience=3)
+    plateau.trainer = trainer
+    plateau.before_train()
+    with EventStorage(0) as storage:
+        trainer.storage = storage
+        run_epochs([1.0, 1.1, 1.2, 1.3], [plateau], trainer, validation, clock)
+        assert trainer.optimizer.param_groups[0]["lr"] == pytest.approx(1e-3)
+        run_epochs([1.4], [plateau], trainer, validation, clock)  # 4th epoch without improvement
+        assert trainer.optimizer.param_groups[0]["lr"] == pytest.approx(5e-4)
+
+
+def test_early_stopping_respects_grace():
+    model = TinyDetector()
+    trainer = FakeTrainer(model)
+    clock, validation = H.EpochClock(5), FixedValidation()
+    unfreezing = H.ProgressiveUnfreezing(clock, SCHEDULE)
+    unfreezing.grace_until = 4
+    stop = H.EarlyStopping(clock, validation, unfreezing, patience=2)
+    stop.trainer = trainer
+    run_epochs([1.0, 2.0, 2.0, 2.0], [stop], trainer, validation, clock)  # epochs 2-4 in grace
+    assert stop.bad_epochs == 0
+    with pytest.raises(H.StopTraining):
+        run_epochs([2.0, 2.0], [stop], trainer, validation, clock)
+
+
+def test_rng_state_round_trip():
+    hook = H.RNGState()
+    state = hook.state_dict()
+    a = (torch.rand(3), np.random.rand(3), random.random())
+    hook.load_state_dict(state)
+    b = (torch.rand(3), np.random.rand(3), random.random())
+    assert torch.equal(a[0], b[0]) and (a[1] == b[1]).all() and a[2] == b[2]
