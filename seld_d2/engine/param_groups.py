@@ -37,8 +37,8 @@ _LAYERS = {"res2": "layer1", "res3": "layer2", "res4": "layer3", "res5": "layer4
 def group_of(name: str, module: nn.Module) -> str:
     """The group of a parameter from its name and the module that owns it.
 
-    Normalisation layers (wherever they are) form ``norms``; then the stems (by ``rgb`` /
-    ``audio`` in a ``stem`` path), ResNet stages res2-res5 (``layer1``-``layer4``), the FPN,
+    Normalisation layers (wherever they are) form ``norms``; then the stems (``audio`` in a
+    ``stem`` path is the acoustic branch, the rest of the stem the RGB branch), ResNet stages res2-res5 (``layer1``-``layer4``), the FPN,
     the RPN, the ROI box head and box predictor; everything else (energy, full-map and distance
     heads) is ``extra_heads``.
     """
@@ -46,7 +46,9 @@ def group_of(name: str, module: nn.Module) -> str:
         return "norms"
     parts = name.split(".")
     if "stem" in parts:
-        return "rgb_stem" if "rgb" in name else "audio_stem"
+        # The dual-modality stem names its acoustic parts audio_*; the RGB conv keeps ResNet's
+        # conv1 name so pretrained weights load into it.
+        return "audio_stem" if "audio" in name else "rgb_stem"
     for stage, group in _LAYERS.items():
         if stage in parts:
             return group
