@@ -203,8 +203,11 @@ class PlateauLR(HookBase):
         if self.clock.is_end(self.trainer.iter) and self.validation.history:
             self.scheduler.step(self.validation.history[-1])
         if self.trainer.iter % 20 == 0 or self.clock.is_end(self.trainer.iter):
-            for g in self.trainer.optimizer.param_groups:
+            groups = self.trainer.optimizer.param_groups
+            for g in groups:
                 self.trainer.storage.put_scalar(f"lr/{g.get('name', 'group')}", g["lr"], smoothing_hint=False)
+            # "lr" is what Detectron2's console printer shows: the largest group LR.
+            self.trainer.storage.put_scalar("lr", max(g["lr"] for g in groups), smoothing_hint=False)
 
     def state_dict(self) -> dict:
         return self.scheduler.state_dict() if self.scheduler is not None else {}
