@@ -12,6 +12,7 @@ import PIL.Image
 if not hasattr(PIL.Image, "LINEAR"):
     PIL.Image.LINEAR = PIL.Image.BILINEAR
 
+from . import modeling  # noqa: E402, F401  (registers the model components)
 from .config import add_seld_config  # noqa: E402  (after the Pillow alias)
 
 __version__ = "0.1.0"

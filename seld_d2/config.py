@@ -4,9 +4,12 @@ from __future__ import annotations
 
 from detectron2.config import CfgNode as CN
 
+from .modeling.config import add_seld_model_config
+
 
 def add_seld_config(cfg: CN) -> CN:
     """Add the ``SELD`` keys to a Detectron2 config in place (and return it)."""
+    add_seld_model_config(cfg)
     cfg.SELD = CN()
 
     # ---- acoustic front-end (seld_d2.acoustics) -----------------------------------------------
