@@ -38,9 +38,9 @@ def group_of(name: str, module: nn.Module) -> str:
     """The group of a parameter from its name and the module that owns it.
 
     Normalisation layers (wherever they are) form ``norms``; then the stems (``audio`` in a
-    ``stem`` path is the acoustic branch, the rest of the stem the RGB branch), ResNet stages res2-res5 (``layer1``-``layer4``), the FPN,
-    the RPN, the ROI box head and box predictor; everything else (energy, full-map and distance
-    heads) is ``extra_heads``.
+    ``stem`` path is the acoustic branch, the rest of the stem the RGB branch), ResNet stages
+    res2-res5 (``layer1``-``layer4``), the FPN, the RPN, the ROI box head and box predictor;
+    everything else (energy, full-map and distance heads) is ``extra_heads``.
     """
     if isinstance(module, _NORM_TYPES) or "norm" in type(module).__name__.lower():
         return "norms"

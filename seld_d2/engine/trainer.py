@@ -130,6 +130,9 @@ def build_seld_train_loader(cfg, records: list[dict], start_iter: int = 0) -> Da
         num_workers=cfg.DATALOADER.NUM_WORKERS,
         collate_fn=_collate,
         persistent_workers=cfg.DATALOADER.NUM_WORKERS > 0,
+        # Its own generator: creating the iterator must not draw from the global torch RNG, whose
+        # state a resumed run restores from the checkpoint.
+        generator=torch.Generator().manual_seed(seed),
     )
 
 
