@@ -87,6 +87,10 @@ def add_seld_config(cfg: CN) -> CN:
     cfg.SELD.TRAIN.PLATEAU_PATIENCE = 3
     # Early stopping after this many epochs without a better validation loss (0 = off).
     cfg.SELD.TRAIN.EARLY_STOP_PATIENCE = 10
+    # Per-class weights of the focal classification loss from the training set's inverse class
+    # frequencies (used when MODEL.ROI_HEADS.CLASS_WEIGHTS is empty), capped at CLASS_WEIGHT_CAP.
+    cfg.SELD.TRAIN.AUTO_CLASS_WEIGHTS = True
+    cfg.SELD.TRAIN.CLASS_WEIGHT_CAP = 30.0
     # Iterations between log lines / TensorBoard writes.
     cfg.SELD.TRAIN.LOG_PERIOD = 20
 

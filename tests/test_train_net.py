@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from detectron2.data import DatasetCatalog
 from detectron2.engine import HookBase
 from test_datasets import SPLIT, make_clip
@@ -116,3 +117,37 @@ def test_resume_continues_exactly(root, tmp_path):
     assert sorted(resumed) == [4, 5]
     for it in (4, 5):
         assert resumed[it] == pytest.approx(full[it], rel=1e-5), it
+
+
+def test_one_step_changes_exactly_the_trainable_groups(root, tmp_path):
+    from detectron2.utils.events import EventStorage
+
+    from seld_d2.engine.hooks import ProgressiveUnfreezing
+    from seld_d2.engine.param_groups import named_groups
+
+    cfg = train_net.setup(args_for(root, tmp_path / "g", "SELD.TRAIN.MAX_EPOCHS", "1"))
+    trainer = train_net.SeldTrainer(cfg)
+    model = trainer.model
+    assert (
+        len(cfg.MODEL.ROI_HEADS.CLASS_WEIGHTS) == 0 and len(trainer.cfg.MODEL.ROI_HEADS.CLASS_WEIGHTS) == 13
+    )
+    assert [g["name"] for g in trainer.optimizer.param_groups] == list(named_groups(model))
+    lrs = {g["name"]: g["lr"] for g in trainer.optimizer.param_groups}
+    assert (
+        lrs["audio_stem"] == max(lrs.values()) == 2e-4 and lrs["box_predictor"] == min(lrs.values()) == 2e-5
+    )
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    unfreezing = next(h for h in trainer._hooks if isinstance(h, ProgressiveUnfreezing))
+    trainer.iter = 0
+    unfreezing.before_step()  # epoch 1: stems + layer1 (+ FPN, RPN, heads)
+    with EventStorage(0):
+        trainer._trainer.run_step()
+    changed_groups = set()
+    for group, params in named_groups(model).items():
+        for name, p in params:
+            if not torch.equal(before[name], p.detach()):
+                changed_groups.add(group)
+                assert p.requires_grad, name
+    assert changed_groups == set(named_groups(model)) - {"layer2", "layer3", "layer4"}
+    for name in ("train_g", "val_g"):
+        DatasetCatalog.remove(name)

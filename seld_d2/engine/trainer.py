@@ -24,7 +24,8 @@ from detectron2.utils.events import CommonMetricPrinter, JSONWriter, Tensorboard
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from ..data.mapper import SeldDatasetMapper
-from ..data.sampler import ClassBalancedFrameSampler, SequentialFrameSampler
+from ..data.sampler import ClassBalancedFrameSampler, SequentialFrameSampler, class_frequencies
+from ..modeling.roi_heads import inverse_frequency_weights
 from ..utils.io import atomic_open
 from . import hooks as seld_hooks
 from .param_groups import build_optimizer
@@ -166,13 +167,31 @@ def unfreeze_schedule(cfg) -> dict[str, int]:
     }
 
 
+def with_class_weights(cfg, records: list[dict]):
+    """The config with ``MODEL.ROI_HEADS.CLASS_WEIGHTS`` set from the training set's class
+    frequencies (inverse frequency, capped) when ``SELD.TRAIN.AUTO_CLASS_WEIGHTS`` and none are
+    given explicitly."""
+    if not cfg.SELD.TRAIN.AUTO_CLASS_WEIGHTS or len(cfg.MODEL.ROI_HEADS.CLASS_WEIGHTS):
+        return cfg
+    counts = class_frequencies(records, cfg.MODEL.ROI_HEADS.NUM_CLASSES)
+    weights = inverse_frequency_weights(counts, max_weight=cfg.SELD.TRAIN.CLASS_WEIGHT_CAP)
+    logger.info(
+        "class weights from %d training annotations: %s", counts.sum(), [round(w, 3) for w in weights]
+    )
+    cfg = cfg.clone()
+    cfg.defrost()
+    cfg.MODEL.ROI_HEADS.CLASS_WEIGHTS = weights
+    cfg.freeze()
+    return cfg
+
+
 class SeldTrainer(DefaultTrainer):
     """DefaultTrainer with seld_d2's builders and epoch hooks (see the module docstring)."""
 
     def __init__(self, cfg):
         self._train_records = dataset_records(cfg.DATASETS.TRAIN)
         self.clock = seld_hooks.EpochClock(iters_per_epoch(cfg, len(self._train_records)))
-        super().__init__(cfg)
+        super().__init__(with_class_weights(cfg, self._train_records))
 
     def build_train_loader(self, cfg):  # noqa: D102  (instance method: needs the records)
         return build_seld_train_loader(cfg, self._train_records)
