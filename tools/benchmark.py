@@ -3,6 +3,8 @@
 object with the numbers.
 
   features   4-ch audio -> visibilities -> UpLAM latent (the cached acoustic features), frames/s
+  train      one training step of the 19-channel detector (img/s), and the data path (frames/s)
+  synth      one synthetic scene (free-field render, labels, video, files), real-time factor
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ import argparse
 import json
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -86,6 +89,168 @@ def bench_features(args: argparse.Namespace) -> dict:
     return result
 
 
+def bench_synth(args: argparse.Namespace) -> dict:
+    import os
+    import tempfile
+
+    from seld_d2.data.synth import ClipSynthesizer, SceneConfig, SynthConfig, clip_seed
+    from seld_d2.data.synth.blas import set_blas_threads
+
+    set_blas_threads(args.blas_threads)
+    w, h = (int(v) for v in args.video_size.lower().split("x"))
+    config = SynthConfig(
+        scene=SceneConfig(duration=args.duration, noise_probability=args.noise_prob),
+        reflection_order=args.reflection_order,
+        video_size=None if args.no_video else (w, h),
+    )
+    t0 = time.perf_counter()
+    synth = ClipSynthesizer(config)
+    init_s = time.perf_counter() - t0
+    best, best_clip = float("inf"), None
+    with tempfile.TemporaryDirectory(prefix="seld_d2_bench_") as root:
+        for r in range(args.repeats):
+            t0 = time.perf_counter()
+            clip = synth.synthesize(clip_seed(args.seed, "bench", r), f"bench{r:03d}")
+            synth.write(clip, root, "bench")
+            elapsed = time.perf_counter() - t0
+            if elapsed < best:
+                best, best_clip = elapsed, clip
+    result = {
+        "benchmark": "synth",
+        "duration_s": args.duration,
+        "seconds": round(best, 2),
+        "realtime_factor": round(args.duration / best, 2),
+        "init_s": round(init_s, 2),
+        "events": len(best_clip.scene.events),
+        "annotations": len(best_clip.annotations),
+        "noise": best_clip.scene.noise is not None,
+        "stages_s": {k: round(v, 2) for k, v in best_clip.timings.items()},
+        "backend": config.backend,
+        "reflection_order": args.reflection_order,
+        "video": None if args.no_video else f"{w}x{h}",
+        "blas_threads": args.blas_threads,
+        "cpus": os.cpu_count(),
+        "load_avg_1min": round(os.getloadavg()[0], 2),
+    }
+    print(
+        f"synth: {args.duration:g} s scene ({result['events']} events, {result['annotations']} labels, "
+        f"video {result['video']}) in {best:.1f} s = {result['realtime_factor']}x real time "
+        f"(best of {args.repeats}; set-up {init_s:.1f} s; load average {result['load_avg_1min']} "
+        f"on {result['cpus']} CPUs)"
+    )
+    return result
+
+
+def _tiny_stairs(root: Path, clips: int = 2, frames: int = 16, seed: int = 0) -> list[dict]:
+    """A small STAIRS26-layout dataset (frames, silent wavs, one energy blob per frame, random
+    features) for timing; returns its frame records."""
+    import soundfile as sf
+    from PIL import Image
+
+    from seld_d2.acoustics.features import write_cache
+    from seld_d2.data.datasets import load_stairs26
+    from seld_d2.data.labels import Annotation, write_labels
+
+    rng = np.random.default_rng(seed)
+    split = "bench"
+    yy, xx = np.mgrid[-6:7, -6:7]
+    blob = np.exp(-(xx**2 + yy**2) / 18.0)
+    for c in range(clips):
+        seq = f"fold0_bench_{c:03d}"
+        wav = root / "mic_dev" / split / f"{seq}.wav"
+        wav.parent.mkdir(parents=True, exist_ok=True)
+        sf.write(str(wav), np.zeros((frames * FS // FRAME_RATE, 4), np.float32), FS)
+        fdir = root / "frames_dev" / split / seq
+        fdir.mkdir(parents=True, exist_ok=True)
+        anns = []
+        for k in range(frames):
+            Image.fromarray(rng.integers(0, 255, (180, 360, 3), dtype=np.uint8)).save(
+                fdir / f"{seq}_{k:04d}.png"
+            )
+            x, y = int(rng.integers(10, 350)), int(rng.integers(10, 170))
+            pts = np.stack([xx.ravel() + x, yy.ravel() + y, blob.ravel()], axis=1).astype(np.float32)
+            anns.append(Annotation(k, 0, int(rng.integers(0, 13)), 150.0, [pts]))
+        write_labels(root / "labels_dev" / split / f"{seq}_std.json", anns)
+        latent = rng.random((frames, 16, 484)).astype(np.float16)
+        write_cache(root / "features_dev" / split / f"{seq}.npz", latent, {"num_frames": frames})
+    return load_stairs26(root, split)
+
+
+def bench_train(args: argparse.Namespace) -> dict:
+    import tempfile
+
+    from detectron2.config import get_cfg
+    from detectron2.modeling import build_model
+    from detectron2.utils.events import EventStorage
+
+    import seld_d2  # noqa: F401
+    from seld_d2 import add_seld_config
+    from seld_d2.data.mapper import SeldDatasetMapper
+    from seld_d2.engine.param_groups import build_optimizer
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    cuda = args.device.startswith("cuda")
+    if cuda and not torch.cuda.is_available():
+        raise SystemExit("error: --device cuda asked for, but torch sees no CUDA device")
+    cfg = add_seld_config(get_cfg())
+    cfg.merge_from_file(str(Path(__file__).resolve().parents[1] / "configs/SELD/run3_mel16.yaml"))
+    cfg.MODEL.DEVICE = args.device
+    cfg.MODEL.ROI_HEADS.CLASS_WEIGHTS = [1.0] * 13
+    torch.manual_seed(0)
+    model = build_model(cfg)
+    model.train()
+    optimizer = build_optimizer(model, cfg)
+    amp = cuda and not args.no_amp
+    scaler = torch.amp.GradScaler("cuda", enabled=amp)
+    with tempfile.TemporaryDirectory() as tmp:
+        records = _tiny_stairs(Path(tmp), frames=max(8, args.batch))
+        mapper = SeldDatasetMapper(cfg, is_train=True)
+        t0 = time.perf_counter()
+        mapped = [mapper(records[i % len(records)]) for i in range(4 * args.batch)]
+        loader_fps = len(mapped) / (time.perf_counter() - t0)
+    batches = [mapped[i : i + args.batch] for i in range(0, len(mapped), args.batch)]
+
+    def step(batch):
+        with torch.autocast("cuda", enabled=amp):
+            losses = model(batch)
+        loss = sum(losses.values())
+        optimizer.zero_grad(set_to_none=True)
+        scaler.scale(loss).backward()
+        scaler.step(optimizer)
+        scaler.update()
+
+    def sync() -> None:
+        if cuda:
+            torch.cuda.synchronize()
+
+    with EventStorage(0):
+        for i in range(args.warmup):
+            step(batches[i % len(batches)])
+        sync()
+        t0 = time.perf_counter()
+        for i in range(args.iters):
+            step(batches[i % len(batches)])
+        sync()
+        elapsed = time.perf_counter() - t0
+    result = {
+        "benchmark": "train",
+        "img_per_s": round(args.iters * args.batch / elapsed, 3),
+        "loader_frames_per_s": round(loader_fps, 1),
+        "batch": args.batch,
+        "iters": args.iters,
+        "amp": amp,
+        "device": torch.cuda.get_device_name() if cuda else "cpu",
+        "threads": torch.get_num_threads(),
+        "model": "R50-FPN SeldRCNN, 19 channels, 180x360",
+    }
+    print(
+        f"train: {result['img_per_s']} img/s at batch {args.batch} ({'AMP' if amp else 'fp32'}) on "
+        f"{result['device']}; data path (mapper, one process) {result['loader_frames_per_s']} frames/s"
+    )
+    return result
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="which", required=True)
@@ -103,12 +268,35 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=0,
         help="also time the naive float64 one-frame-per-call path on this many frames",
     )
+    s = sub.add_parser("synth", help="synthetic scene generation speed (real-time factor)")
+    s.add_argument("--duration", type=float, default=60.0, help="scene length in seconds (default 60)")
+    s.add_argument("--video-size", default="360x180", help="frame size WxH (default 360x180)")
+    s.add_argument("--no-video", action="store_true", help="skip the frames")
+    s.add_argument("--reflection-order", type=int, default=0, help="early reflections (default 0)")
+    s.add_argument("--seed", type=int, default=0, help="scene seed (default 0)")
+    s.add_argument(
+        "--noise-prob",
+        type=float,
+        default=1.0,
+        help="background-noise probability (default 1: the slower path)",
+    )
+    s.add_argument(
+        "--repeats", type=int, default=1, help="scenes timed (different seeds); the best is reported"
+    )
+    s.add_argument("--blas-threads", type=int, default=1, help="OpenBLAS threads (default 1)")
+    t = sub.add_parser("train", help="detector training speed (img/s) and data-path speed (frames/s)")
+    t.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
+    t.add_argument("--batch", type=int, default=2, help="images per step (default 2)")
+    t.add_argument("--iters", type=int, default=5, help="timed iterations (default 5)")
+    t.add_argument("--warmup", type=int, default=2, help="untimed iterations first (default 2)")
+    t.add_argument("--no-amp", action="store_true", help="float32 on CUDA instead of mixed precision")
+    t.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: all cores)")
     return p.parse_args(argv)
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    result = {"features": bench_features}[args.which](args)
+    result = {"features": bench_features, "synth": bench_synth, "train": bench_train}[args.which](args)
     print(json.dumps(result))
     return 0
 

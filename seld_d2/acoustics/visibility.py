@@ -85,13 +85,30 @@ def frame_count(num_samples: int, fs: int) -> int:
 def normalise_visibilities(S: np.ndarray) -> np.ndarray:
     """Divide the eigenvalues of Hermitian matrices (..., M, M) by their largest, clip at 0, rebuild.
 
-    All-zero (silent) matrices stay zero.
+    All-zero (silent) matrices stay zero. (:func:`visibilities` takes a shortcut valid for its
+    positive semi-definite matrices; this is the general operation.)
     """
     w, V = np.linalg.eigh(S)
     top = w[..., -1:]
     scale = np.where(top > np.finfo(w.dtype).tiny * 1e6, top, np.inf)
     w = np.clip(w / scale, 0.0, None)
     return (V * w[..., None, :]) @ np.swapaxes(V.conj(), -1, -2)
+
+
+def band_dft(centres: np.ndarray, fs: int, n_fft: int, dtype: type = np.float64) -> np.ndarray:
+    """Windowed band-sum DFT as a real (n_fft, 2B) matrix: ``block @ W`` gives, per band, the real
+    then imaginary parts of the sum of the Hann-windowed block's DFT bins in the band.
+
+    ``sum_{k in band} sum_n w[n] x[n] e^{-2 pi i k n / N} = sum_n x[n] (w[n] sum_k e^{...})``, so
+    the whole FFT-then-sum step is one matrix product with only the bins the bands use.
+    """
+    ranges = band_bin_ranges(centres, fs, n_fft)
+    n = np.arange(n_fft)
+    k = np.arange(n_fft // 2 + 1)
+    in_band = ((k >= ranges[:, :1]) & (k <= ranges[:, 1:])).astype(np.float64)  # (B, F)
+    kernel = in_band @ np.exp(-2j * np.pi * np.outer(k, n) / n_fft)  # (B, N)
+    kernel = kernel * tukey(n_fft, alpha=1.0)[None, :]
+    return np.concatenate([kernel.real.T, kernel.imag.T], axis=1).astype(dtype)
 
 
 def visibilities(
@@ -122,22 +139,29 @@ def visibilities(
     real = np.float64 if np.dtype(dtype) == np.complex128 else np.float32
     centres = band_centres(bands)
     n_blk = fs // (FRAME_RATE * BLOCKS_PER_FRAME)
-    T = frame_count(audio.shape[0], fs)
-    M = audio.shape[1]
-    ranges = band_bin_ranges(centres, fs, n_blk)
+    T, M, B, K = frame_count(audio.shape[0], fs), audio.shape[1], len(centres), BLOCKS_PER_FRAME
     if T == 0:
-        return np.zeros((0, len(centres), M, M), dtype=dtype)
+        return np.zeros((0, B, M, M), dtype=dtype)
 
-    blocks = audio[: T * BLOCKS_PER_FRAME * n_blk].astype(real, copy=False)
-    blocks = blocks.reshape(T, BLOCKS_PER_FRAME, n_blk, M)
-    window = tukey(n_blk, alpha=1.0).astype(real)
-    spec = np.fft.rfft(blocks * window[None, None, :, None], axis=2)  # (T, K, F, M)
-
-    # Band summation as one matrix product with a 0/1 bin-selection matrix (B, F).
-    f = np.arange(spec.shape[2])
-    sel = ((f >= ranges[:, :1]) & (f <= ranges[:, 1:])).astype(real)
-    xb = np.einsum("bf,tkfm->tkbm", sel, spec).astype(dtype, copy=False)  # (T, K, B, M)
-    S = np.einsum("tkbm,tkbn->tbmn", xb.conj(), xb)
+    # Band sums of every block of every channel: one real GEMM against the band DFT.
+    blocks = audio[: T * K * n_blk].astype(real, copy=False).reshape(T * K, n_blk, M)
+    xb = np.swapaxes(blocks, 1, 2).reshape(-1, n_blk) @ band_dft(centres, fs, n_blk, real)
+    xb = xb.reshape(T, K, M, 2 * B).transpose(0, 3, 2, 1)  # (T, 2B, M, K)
+    xr, xi = np.ascontiguousarray(xb[:, :B]), np.ascontiguousarray(xb[:, B:])
+    # S = sum over blocks of conj(x_m) x_n, with x = xr + i xi, as real GEMMs.
+    q = xr @ np.swapaxes(xi, -1, -2)
+    S = np.empty((T, B, M, M), dtype=dtype)
+    S.real = xr @ np.swapaxes(xr, -1, -2) + xi @ np.swapaxes(xi, -1, -2)
+    S.imag = q - np.swapaxes(q, -1, -2)
     if normalize:
-        S = normalise_visibilities(S)
-    return S.astype(dtype, copy=False)
+        # S = X^H X with X the (K, M) block spectra: positive semi-definite, so clipping negative
+        # eigenvalues changes nothing and normalising is a division by the largest eigenvalue,
+        # which is also that of the smaller K x K matrix X X^H when M > K (em32: 10 x 10).
+        if M > K:
+            X = (xr + 1j * xi).swapaxes(-1, -2)  # (T, B, K, M)
+            top = np.linalg.eigvalsh(X.conj() @ X.swapaxes(-1, -2))[..., -1]
+        else:
+            top = np.linalg.eigvalsh(S)[..., -1]
+        scale = np.where(top > np.finfo(real).tiny * 1e6, top, np.inf)
+        S /= scale[..., None, None]
+    return S

@@ -80,4 +80,6 @@ def class_index(name: str | int) -> int:
     key = _key(str(name))
     if key in _ALIASES:
         return _ALIASES[key]
-    raise ValueError(f"unknown class {name!r}; use an id 0-{NUM_CLASSES - 1} or one of {', '.join(CLASS_NAMES)}")
+    raise ValueError(
+        f"unknown class {name!r}; use an id 0-{NUM_CLASSES - 1} or one of {', '.join(CLASS_NAMES)}"
+    )
