@@ -49,7 +49,6 @@ from seld_d2.data.synth.labels import (
     apgd_solver,
     canvas_interpolation,
     label_operator,
-    label_visibilities,
 )
 from seld_d2.data.synth.render import diffuse_noise, event_impulse_response, fft_convolve, image_sources
 from seld_d2.data.synth.scene import Event, Room, Scene
@@ -231,16 +230,6 @@ def test_audiblelight_backend_unavailable_is_clear():
 # ----------------------------------------------------------------------------------------------
 # labels
 # ----------------------------------------------------------------------------------------------
-
-
-def test_label_visibilities_match_reference():
-    rng = np.random.default_rng(0)
-    audio = rng.standard_normal((32, 12 * 2400)).astype(np.float32)
-    frames = np.array([0, 3, 11])
-    for bands in ("linear9", "mel16"):
-        ours = label_visibilities(audio, FS, bands, frames)
-        ref = visibilities(audio.T.astype(np.float64), FS, bands)[frames]
-        assert np.abs(ours - ref).max() < 1e-5 * np.abs(ref).max()
 
 
 def test_label_apgd_matches_reference_solver():

@@ -40,7 +40,6 @@ from functools import lru_cache
 
 import numpy as np
 from scipy import ndimage
-from scipy.signal.windows import tukey
 from scipy.spatial import ConvexHull
 
 from ...acoustics.audio import SAMPLE_RATE
@@ -56,7 +55,7 @@ from ...acoustics.geometry import (
     steering_matrix,
 )
 from ...acoustics.solvers import DEFAULT_GAMMA, GramOperator, default_lambda, prox_elastic_nonneg
-from ...acoustics.visibility import BLOCKS_PER_FRAME, FRAME_RATE, BandSpec, band_bin_ranges, band_centres
+from ...acoustics.visibility import FRAME_RATE, BandSpec, visibilities
 from .scene import Event
 
 # STAIRS26's standardisation: mean and standard deviation of the polygons' peak values, and the
@@ -167,63 +166,6 @@ def apgd_solver(
                 x, gx, x_prev, gx_prev = x[keep], gx[keep], x_prev[keep], gx_prev[keep]
     out[idx[~finished]] = x[~finished]
     return out.reshape(S.shape[:-2] + (N,))
-
-
-# ----------------------------------------------------------------------------------------------
-# visibilities
-# ----------------------------------------------------------------------------------------------
-
-
-@lru_cache(maxsize=4)
-def _band_dft(fs: int, centres: tuple[float, ...]) -> np.ndarray:
-    """Windowed DFT rows summed per band: ``W[n, b] = w[n] sum_{f in band b} exp(-2 pi i f n / N)``
-    for a 10 ms block of N samples, as real (N, 2B) = [Re W, Im W], float32."""
-    n_blk = fs // (FRAME_RATE * BLOCKS_PER_FRAME)
-    ranges = band_bin_ranges(np.asarray(centres), fs, n_blk)
-    n = np.arange(n_blk)
-    W = np.zeros((n_blk, len(centres)), np.complex128)
-    for b, (lo, hi) in enumerate(ranges):
-        f = np.arange(lo, hi + 1)
-        W[:, b] = np.exp(-2j * np.pi * np.outer(n, f) / n_blk).sum(axis=1)
-    W *= tukey(n_blk, alpha=1.0)[:, None]
-    return np.concatenate([W.real, W.imag], axis=1).astype(np.float32)
-
-
-def label_visibilities(audio: np.ndarray, fs: int, bands: BandSpec, frames: np.ndarray) -> np.ndarray:
-    """``visibilities(audio, fs, bands)[frames]`` of channels-first audio, computed the fast way.
-
-    Same blocks, window, bins and normalisation as :func:`~seld_d2.acoustics.visibility.visibilities`
-    (checked in the tests to float32 precision), but the band sums are one float32 GEMM of the
-    audio against the few DFT rows the bands use (instead of full FFTs of float64 copies), the
-    block outer products are real GEMMs, and the normalisation divides by the largest eigenvalue
-    (``eigvalsh``) instead of rebuilding from a full eigendecomposition: the matrices are sums of
-    outer products, so their eigenvalues are >= 0 and clipping changes nothing.
-
-    Args:
-        audio: (M, num_samples) float.
-        frames: (F,) indices of the 100 ms frames wanted.
-
-    Returns:
-        complex128 (F, B, M, M).
-    """
-    M = audio.shape[0]
-    n_blk = fs // (FRAME_RATE * BLOCKS_PER_FRAME)
-    T = audio.shape[1] // (n_blk * BLOCKS_PER_FRAME)
-    W = _band_dft(fs, tuple(float(c) for c in band_centres(bands)))
-    B = W.shape[1] // 2
-    # All frames' band sums in one GEMM over a view of the audio (selecting frames first would
-    # copy the audio), then the wanted frames.
-    blocks = np.asarray(audio[:, : T * BLOCKS_PER_FRAME * n_blk], np.float32).reshape(-1, n_blk)
-    xb = (blocks @ W).reshape(M, T, BLOCKS_PER_FRAME, 2 * B)[:, frames].astype(np.float64)
-    xb = np.ascontiguousarray(xb.transpose(1, 3, 0, 2))  # (F, 2B, M, K)
-    xr, xi = xb[:, :B], xb[:, B:]
-    # conj(x_m) x_n summed over blocks, with x = xr + i xi.
-    re = xr @ xr.swapaxes(-1, -2) + xi @ xi.swapaxes(-1, -2)
-    q = xr @ xi.swapaxes(-1, -2)
-    S = re + 1j * (q - q.swapaxes(-1, -2))
-    top = np.linalg.eigvalsh(S)[..., -1]
-    scale = np.where(top > np.finfo(np.float64).tiny * 1e6, top, np.inf)
-    return S / scale[..., None, None]
 
 
 # ----------------------------------------------------------------------------------------------
@@ -423,7 +365,7 @@ class LabelMaker:
         T = audio.shape[1] // (self.fs // FRAME_RATE)
         if frames.min() < 0 or frames.max() >= T:
             raise ValueError(f"frames must be in [0, {T}) for this audio, got {frames.min()}..{frames.max()}")
-        S = label_visibilities(audio, self.fs, self.bands, frames)
+        S = visibilities(audio.T, self.fs, self.bands)[frames]
         return np.median(self.solver(S, self.op), axis=1)
 
     def _polygons(self, masked: np.ndarray, win: _Window) -> list[np.ndarray]:
