@@ -375,6 +375,17 @@ def test_generated_dataset_layout_and_labels(dataset):
 
     for audio in ("mic", "eigen"):
         assert len(index_split(dataset, SPLIT, audio=audio, on_error="raise", use_cache=False)) == 2
+    # ... and registers it in Detectron2: one record per frame, with the labelled events.
+    from detectron2.data import DatasetCatalog, MetadataCatalog
+
+    from seld_d2.data.datasets import register_stairs26
+
+    register_stairs26("synth_registered", dataset, SPLIT)
+    records = DatasetCatalog.get("synth_registered")
+    assert len(records) == 80 and sum(len(r["annotations"]) for r in records) == checked
+    assert MetadataCatalog.get("synth_registered").thing_classes[0] == "Female speech"
+    DatasetCatalog.remove("synth_registered")
+    MetadataCatalog.remove("synth_registered")
 
 
 def test_same_seed_gives_identical_files(dataset, tmp_path):
