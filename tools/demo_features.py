@@ -2,8 +2,9 @@
 """The acoustic front-end end to end on a small generated dataset (the README's main job until the
 detector lands).
 
-1. Render free-field em32 scenes (static noise sources at known directions) into the STARSS23
-   layout: 32-ch ``eigen_dev`` and 4-ch tetrahedral ``mic_dev``, 24 kHz, plus the true sources.
+1. Synthesise scenes with the project's generator (``seld_d2.data.synth``, free-field em32, the
+   13 procedural classes) into the STARSS23 layout: 32-ch ``eigen_dev``, 4-ch ``mic_dev``,
+   frames, STAIRS26-style labels, and the true event tables.
 2. Train UpLAM self-supervised on the 32-ch train split (``tools/train_uplam.py``).
 3. Extract and cache the test split's features with that checkpoint (``tools/extract_features.py``).
 4. Score and draw them: peak direction error of the feature maps against the true sources, next
@@ -29,61 +30,35 @@ import extract_features  # noqa: E402
 import train_uplam  # noqa: E402
 
 from seld_d2.acoustics import geometry as geo  # noqa: E402
-from seld_d2.acoustics.features import FeatureExtractor, cache_path_for  # noqa: E402
-from seld_d2.acoustics.render import render_point_source  # noqa: E402
+from seld_d2.acoustics.features import FeatureExtractor, cache_path_for, load_cached_latent  # noqa: E402
 from seld_d2.acoustics.solvers import GramOperator, apgd  # noqa: E402
 from seld_d2.acoustics.uplam import steering_operator  # noqa: E402
 from seld_d2.acoustics.visibility import visibilities  # noqa: E402
+from seld_d2.data.classes import CLASS_NAMES  # noqa: E402
+from seld_d2.data.synth import SceneConfig, SynthConfig, synthesize_split  # noqa: E402
+from seld_d2.data.synth.generate import read_event_table  # noqa: E402
 from seld_d2.utils.io import atomic_open  # noqa: E402
 from seld_d2.utils.visualize import plot_band_grid, plot_maps  # noqa: E402
 
 FS = 24000
 
 
-def coloured_noise(rng: np.random.Generator, n: int) -> np.ndarray:
-    """Noise with a random spectral tilt and 3-8 Hz amplitude modulation (a stand-in for the
-    procedural class sources that the synthetic-data generator will provide)."""
-    spec = np.fft.rfft(rng.standard_normal(n))
-    f = np.fft.rfftfreq(n, 1 / FS)
-    spec *= (np.maximum(f, 100.0) / 1000.0) ** rng.uniform(-1.0, 0.0)
-    x = np.fft.irfft(spec, n)
-    t = np.arange(n) / FS
-    x *= 0.6 + 0.4 * np.sin(2 * np.pi * rng.uniform(3, 8) * t)
-    return x / np.std(x)
+def scene_config(seconds: float) -> SynthConfig:
+    """Short scenes with a few well-separated events (no video: the front-end needs none)."""
+    scene = SceneConfig(duration=seconds, min_events=2, max_events=4, max_overlap=2, min_separation_deg=60.0)
+    return SynthConfig(scene=scene, video_size=None)
 
 
-def make_split(root: Path, split: str, clips: int, seconds: float, rng: np.random.Generator) -> list[dict]:
-    """Render ``clips`` scenes of 1-2 static sources; write 32-ch and 4-ch wavs; return truths."""
-    mics = geo.em32_positions()
-    truths = []
-    for c in range(clips):
-        name = f"fold9_demo{split[:2]}_{c:03d}"
-        n = int(seconds * FS)
-        audio = np.zeros((n, 32))
-        sources = []
-        for _ in range(rng.integers(1, 3)):
-            az, el = rng.uniform(-180, 180), np.rad2deg(np.arcsin(rng.uniform(-0.6, 0.8)))
-            dist = rng.uniform(1.0, 2.5)
-            pos = geo.azel_to_unit(az, el) * dist
-            audio += render_point_source(coloured_noise(rng, n) * dist, pos, mics, FS)
-            sources.append(
-                {"az": round(float(az), 2), "el": round(float(el), 2), "distance_m": round(dist, 3)}
-            )
-        audio += 0.03 * rng.standard_normal(audio.shape)
-        audio = (0.25 * audio / np.max(np.abs(audio))).astype(np.float32)
-        for sub, data in (("eigen_dev", audio), ("mic_dev", audio[:, list(geo.TETRA_CHANNELS)])):
-            path = root / sub / split / f"{name}.wav"
-            path.parent.mkdir(parents=True, exist_ok=True)
-            sf.write(str(path), data, FS, subtype="FLOAT")
-        truths.append({"clip": name, "sources": sources})
-    return truths
-
-
-def peak_errors(maps: np.ndarray, sources: list[dict], grid: np.ndarray) -> np.ndarray:
-    """Angle from each map's peak (T, N) to the nearest true source, degrees, (T,)."""
+def peak_errors(maps: np.ndarray, events: list, grid: np.ndarray) -> np.ndarray:
+    """Angle from each frame's map peak (T, N) to the nearest event active in that frame, degrees;
+    frames without an active event are left out."""
     peaks = grid[np.argmax(maps, axis=-1)]
-    truth = geo.azel_to_unit([s["az"] for s in sources], [s["el"] for s in sources])
-    return geo.angular_distance_deg(peaks[:, None, :], truth[None]).min(axis=1)
+    errors = []
+    for t in range(len(maps)):
+        active = [e.direction for e in events if e.onset_frame <= t < e.offset_frame]
+        if active:
+            errors.append(geo.angular_distance_deg(peaks[t][None, :], np.stack(active)).min())
+    return np.asarray(errors)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -102,15 +77,13 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     out = Path(args.out)
     root = out / "data"
-    rng = np.random.default_rng(args.seed)
     t_start = time.perf_counter()
 
-    print(f"[1/4] rendering free-field em32 scenes into {root}")
-    make_split(root, "dev-train-demo", args.train_clips, args.seconds, rng)
-    make_split(root, "dev-val-demo", 1, args.seconds, rng)
-    truths = make_split(root, "dev-test-demo", 2, args.seconds, rng)
-    with atomic_open(root / "dev-test-demo_sources.json", "w") as f:
-        json.dump(truths, f, indent=1)
+    print(f"[1/4] synthesising free-field em32 scenes into {root}")
+    config = scene_config(args.seconds)
+    synthesize_split(root, "dev-train-demo", args.train_clips, args.seed, config)
+    synthesize_split(root, "dev-val-demo", 1, args.seed, config)
+    test_clips = synthesize_split(root, "dev-test-demo", 2, args.seed, config)
 
     print("[2/4] training UpLAM (self-supervised, 4x4 -> 32x32 visibilities)")
     ckpt_dir = out / "uplam"
@@ -138,32 +111,34 @@ def main(argv: list[str] | None = None) -> int:
     grid = geo.fibonacci_grid()
     op = GramOperator(steering_operator(args.bands, fe.model.steering))
     summary = {"checkpoint": str(ckpt), "bands": fe.model.band_name, "clips": []}
-    for k, truth in enumerate(truths):
-        name, sources = truth["clip"], truth["sources"]
-        latent = np.load(cache_path_for(root / "features_dev" / "dev-test-demo", f"{name}.wav"))["latent"]
-        latent = latent.astype(np.float32)
+    for k, name in enumerate(test_clips):
+        events = read_event_table(root / "events_dev" / "dev-test-demo" / f"{name}.csv")
+        latent = load_cached_latent(cache_path_for(root / "features_dev" / "dev-test-demo", f"{name}.wav"))
         em32, _ = sf.read(str(root / "eigen_dev" / "dev-test-demo" / f"{name}.wav"), dtype="float64")
         ref = apgd(visibilities(em32, FS, args.bands), op)  # (T, B, 484): the labels' solver
         uplam_map = np.median(latent[:, usable], axis=1)
         apgd_map = np.median(ref[:, usable], axis=1)
-        err_uplam, err_apgd = (peak_errors(uplam_map, sources, grid), peak_errors(apgd_map, sources, grid))
+        err_uplam, err_apgd = peak_errors(uplam_map, events, grid), peak_errors(apgd_map, events, grid)
         summary["clips"].append(
             {
                 "clip": name,
-                "sources": sources,
-                "frames": int(latent.shape[0]),
+                "events": len(events),
+                "frames_with_events": int(len(err_uplam)),
                 "uplam_peak_error_deg_median": round(float(np.median(err_uplam)), 2),
                 "apgd_em32_peak_error_deg_median": round(float(np.median(err_apgd)), 2),
             }
         )
-        marks = [(s["az"], s["el"]) for s in sources]
-        t = latent.shape[0] // 2
+        # Draw the frame with the most active events.
+        counts = [sum(e.onset_frame <= t < e.offset_frame for e in events) for t in range(len(latent))]
+        t = int(np.argmax(counts))
+        active = [e for e in events if e.onset_frame <= t < e.offset_frame]
+        marks = [(e.azimuth, e.elevation) for e in active]
         plot_maps(
             [fe.to_canvas(apgd_map[t]), fe.to_canvas(uplam_map[t])],
             ["APGD of the 32-ch recording (median >= 1 kHz)", "UpLAM features from 4 ch (median >= 1 kHz)"],
             out / f"maps_{k}.png",
             marks,
-            suptitle=f"{name}, frame {t} (x = true source)",
+            suptitle=f"{name}, frame {t}: " + ", ".join(CLASS_NAMES[e.category_id] for e in active) + " (x)",
         )
         if k == 0:
             plot_band_grid(
@@ -177,13 +152,13 @@ def main(argv: list[str] | None = None) -> int:
     with atomic_open(out / "summary.json", "w") as f:
         json.dump(summary, f, indent=1)
 
-    print(f"\n{'clip':<22} {'sources':>7} {'UpLAM err (deg)':>16} {'APGD-32ch err (deg)':>20}")
+    print(f"\n{'clip':<26} {'events':>6} {'UpLAM err (deg)':>16} {'APGD-32ch err (deg)':>20}")
     for c in summary["clips"]:
         print(
-            f"{c['clip']:<22} {len(c['sources']):>7} {c['uplam_peak_error_deg_median']:>16} "
+            f"{c['clip']:<26} {c['events']:>6} {c['uplam_peak_error_deg_median']:>16} "
             f"{c['apgd_em32_peak_error_deg_median']:>20}"
         )
-    print("(median over frames of the angle from the map's peak to the nearest true source)")
+    print("(median over frames with events of the angle from the map's peak to the nearest active event)")
     print(f"\ndone in {summary['elapsed_s']} s. Outputs in {out}/:")
     print("  summary.json, maps_*.png, feature_planes.png, uplam/ (checkpoints, TensorBoard), data/")
     return 0
