@@ -118,7 +118,8 @@ def objective(
     resid = S - op.forward(x)
     data = np.sum(np.abs(resid) ** 2, axis=(-2, -1))
     lam = np.asarray(lam, dtype=np.float64)
-    lam = lam[..., 0] if lam.ndim and lam.shape[-1] == 1 else lam
+    # lam may carry a trailing axis (..., 1) like the maps (..., N), or match the problems (...).
+    lam = lam[..., 0] if lam.ndim == x.ndim else lam
     reg = gamma * np.sum(np.abs(x), axis=-1) + (1.0 - gamma) * np.sum(x * x, axis=-1)
     return data + lam * reg
 
