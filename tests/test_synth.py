@@ -23,8 +23,6 @@ from seld_d2.acoustics.geometry import (
     pixel_to_azel,
 )
 from seld_d2.acoustics.render import render_point_source
-from seld_d2.acoustics.solvers import apgd
-from seld_d2.acoustics.visibility import visibilities
 from seld_d2.data.classes import CLASS_COLORS, CLASS_NAMES, NUM_CLASSES, class_index
 from seld_d2.data.synth import (
     BackendUnavailable,
@@ -46,9 +44,7 @@ from seld_d2.data.synth import (
 from seld_d2.data.synth.blas import blas_threads
 from seld_d2.data.synth.generate import png_bytes, read_event_table, write_wav
 from seld_d2.data.synth.labels import (
-    apgd_solver,
     canvas_interpolation,
-    label_operator,
 )
 from seld_d2.data.synth.render import diffuse_noise, event_impulse_response, fft_convolve, image_sources
 from seld_d2.data.synth.scene import Event, Room, Scene
@@ -230,18 +226,6 @@ def test_audiblelight_backend_unavailable_is_clear():
 # ----------------------------------------------------------------------------------------------
 # labels
 # ----------------------------------------------------------------------------------------------
-
-
-def test_label_apgd_matches_reference_solver():
-    rng = np.random.default_rng(0)
-    mics = em32_positions()
-    audio = render_point_source(rng.standard_normal(FS), np.array([1.0, 0.4, 0.1]), mics, FS)
-    audio += 0.3 * rng.standard_normal(audio.shape)
-    S = visibilities(audio, FS, "linear9")[:4]
-    op = label_operator()
-    ours = apgd_solver(S, op)
-    ref = apgd(S.reshape(-1, 32, 32), op).reshape(ours.shape)
-    np.testing.assert_allclose(ours, ref, rtol=0, atol=1e-12 * np.abs(ref).max())
 
 
 def test_canvas_interpolation():

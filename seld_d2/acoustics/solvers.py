@@ -40,6 +40,14 @@ class GramOperator:
         self.per_band = A.ndim == 3
         self.lam_max = np.linalg.eigvalsh(self.G)[..., -1]  # () or (B,)
         self._eig: tuple[np.ndarray, np.ndarray] | None = None
+        # Back-projection as one real GEMM: for Hermitian S, Re(a_n^H S a_n) =
+        # sum_m S_mm |A_mn|^2 + 2 sum_{m<k} (Re S_mk Re(conj A_mn A_kn) - Im S_mk Im(conj A_mn A_kn)).
+        M = self.A.shape[-2]
+        self._iu, self._ju = np.triu_indices(M, k=1)
+        pairs = self.A.conj()[..., self._iu, :] * self.A[..., self._ju, :]  # (..., M(M-1)/2, N)
+        self._backproject_kernel = np.concatenate(
+            [np.abs(self.A) ** 2, 2.0 * pairs.real, -2.0 * pairs.imag], axis=-2
+        )  # (..., M^2, N)
 
     @property
     def num_directions(self) -> int:
@@ -61,18 +69,24 @@ class GramOperator:
             self._eig = np.linalg.eigh(self.G)
         return self._eig
 
+    def _per_problem(self, v: np.ndarray, K: np.ndarray) -> np.ndarray:
+        """v (..., [B,] F) @ K ([B,] F, N) as one GEMM (per band), (..., [B,] N)."""
+        if not self.per_band:
+            return (v.reshape(-1, v.shape[-1]) @ K).reshape(v.shape[:-1] + K.shape[-1:])
+        # Bands first so each band is one matrix product over all frames.
+        B = K.shape[0]
+        vb = np.moveaxis(v, -2, 0).reshape(B, -1, v.shape[-1])
+        return np.moveaxis((vb @ K).reshape((B,) + v.shape[:-2] + K.shape[-1:]), 0, -2)
+
     def apply(self, x: np.ndarray) -> np.ndarray:
         """G x for maps (..., [B,] N)."""
-        if not self.per_band:
-            return x @ self.G
-        # Bands first so each band is one matrix product over all frames.
-        B, N = self.G.shape[0], self.G.shape[-1]
-        xb = np.moveaxis(x, -2, 0).reshape(B, -1, N)
-        return np.moveaxis((xb @ self.G).reshape((B,) + x.shape[:-2] + (N,)), 0, -2)
+        return self._per_problem(x, self.G)
 
     def backproject(self, S: np.ndarray) -> np.ndarray:
-        """b = Re diag(A^H S A), (..., [B,] N) (the steered response power of S)."""
-        return np.real(np.sum((S @ self.A) * self.A.conj(), axis=-2))
+        """b = Re diag(A^H S A) of Hermitian S, (..., [B,] N) (the steered response power)."""
+        upper = S[..., self._iu, self._ju]
+        feats = np.concatenate([np.real(np.diagonal(S, axis1=-2, axis2=-1)), upper.real, upper.imag], axis=-1)
+        return self._per_problem(feats, self._backproject_kernel)
 
     def forward(self, x: np.ndarray) -> np.ndarray:
         """A diag(x) A^H without forming diag(x), complex (..., [B,] M, M)."""

@@ -54,7 +54,7 @@ from ...acoustics.geometry import (
     fibonacci_grid,
     steering_matrix,
 )
-from ...acoustics.solvers import DEFAULT_GAMMA, GramOperator, default_lambda, prox_elastic_nonneg
+from ...acoustics.solvers import GramOperator, apgd
 from ...acoustics.visibility import FRAME_RATE, BandSpec, visibilities
 from .scene import Event
 
@@ -71,101 +71,10 @@ MIN_REGION_PIXELS = 3
 Solver = Callable[[np.ndarray, GramOperator], np.ndarray]
 
 
-class _BlasGram(GramOperator):
-    """GramOperator whose products run as single BLAS matrix products over all problems.
-
-    ``GramOperator.apply``/``backproject`` multiply stacked (..., N) maps and (..., M, M) matrices
-    with numpy's batched matmul, which loops over small matrices (complex ones outside BLAS):
-    ~40 s for the 5400 problems of a 60 s clip. Here ``apply`` flattens the stack into one GEMM,
-    and ``backproject`` uses that S is Hermitian: ``Re(a_n^H S a_n) = sum_m Re(S_mm) |A_mn|^2 +
-    2 sum_{m<k} Re(conj(A_mn) S_mk A_kn)``, one real GEMM over the upper triangle of S.
-    Fixed-wavelength (M, N) steering only.
-    """
-
-    def __init__(self, A: np.ndarray):
-        super().__init__(A)
-        if self.per_band:
-            raise ValueError("_BlasGram supports a single (M, N) steering operator")
-        M = self.A.shape[0]
-        self._iu, self._ju = np.triu_indices(M, k=1)
-        pairs = self.A.conj()[self._iu] * self.A[self._ju]  # (M (M - 1) / 2, N)
-        self._K = np.concatenate([np.abs(self.A) ** 2, 2.0 * pairs.real, -2.0 * pairs.imag], axis=0)
-
-    def apply(self, x: np.ndarray) -> np.ndarray:
-        N = self.G.shape[0]
-        return (x.reshape(-1, N) @ self.G).reshape(x.shape)
-
-    def backproject(self, S: np.ndarray) -> np.ndarray:
-        M, N = self.A.shape
-        flat = S.reshape(-1, M, M)
-        upper = flat[:, self._iu, self._ju]
-        diag = np.real(np.diagonal(flat, axis1=1, axis2=2))
-        feats = np.concatenate([diag, upper.real, upper.imag], axis=1).astype(np.float64)
-        return (feats @ self._K).reshape(S.shape[:-2] + (N,))
-
-
 @lru_cache(maxsize=2)
 def label_operator(order: int = 10) -> GramOperator:
     """The Gram operator of the em32 at the default fixed steering wavelength (built once)."""
-    return _BlasGram(steering_matrix(em32_positions(), fibonacci_grid(order)))
-
-
-def apgd_solver(
-    S: np.ndarray,
-    op: GramOperator,
-    gamma: float = DEFAULT_GAMMA,
-    max_iter: int = 200,
-    tol: float = 1e-3,
-    momentum_offset: float = 50.0,
-) -> np.ndarray:
-    """Default label solver: plain APGD from zero (the STAIRS26 ground truth) on every (frame,
-    band) problem at once. S (T, B, M, M) -> maps (T, B, N).
-
-    The iteration is exactly :func:`seld_d2.acoustics.solvers.apgd`'s (lambda rule, Nesterov
-    momentum ``(n - 1) / (n + 50)``, step ``1 / L``, stop on the objective's relative change
-    < tol, at most ``max_iter``); problems are independent, so converged ones leave the batch as
-    they finish instead of riding along to the slowest one's iteration count (the mean count is
-    ~4x below the maximum on a clip).
-    """
-    flat = S.reshape((-1,) + S.shape[-2:])
-    b = op.backproject(flat)  # (P, N)
-    lam = default_lambda(b, gamma)  # (P, 1)
-    alpha = float(1.0 / op.lipschitz)
-    s_norm = np.sum(np.abs(flat) ** 2, axis=(-2, -1))
-    P, N = b.shape
-    out = np.zeros((P, N))
-    idx = np.arange(P)
-    x = gx = x_prev = gx_prev = np.zeros((P, N))
-    f = s_norm.copy()  # the objective at x = 0
-    finished = np.zeros(P, dtype=bool)  # converged, result stored, not yet dropped from the batch
-    for n in range(1, max_iter + 1):
-        beta = (n - 1) / (n + momentum_offset)
-        y = x + beta * (x - x_prev)
-        gy = gx + beta * (gx - gx_prev)  # G is linear: G y without another product
-        x_new = prox_elastic_nonneg(y - alpha * 2.0 * (gy - b), alpha, lam, gamma)
-        gx_new = op.apply(x_new)
-        reg = gamma * np.sum(x_new, axis=-1) + (1.0 - gamma) * np.sum(x_new * x_new, axis=-1)
-        f_new = s_norm - 2.0 * np.sum(b * x_new, axis=-1) + np.sum(x_new * gx_new, axis=-1) + lam[:, 0] * reg
-        done = (np.abs(f_new - f) <= tol * np.abs(f_new)) & ~finished
-        x_prev, gx_prev, x, gx, f = x, gx, x_new, gx_new, f_new
-        if done.any():
-            out[idx[done]] = x[done]
-            finished |= done
-            if finished.all():
-                return out.reshape(S.shape[:-2] + (N,))
-            if finished.sum() >= 0.1 * len(idx):  # shrink the batch (copies amortised over >= 10 %)
-                keep = ~finished
-                idx, b, lam, s_norm, f, finished = (
-                    idx[keep],
-                    b[keep],
-                    lam[keep],
-                    s_norm[keep],
-                    f[keep],
-                    finished[keep],
-                )
-                x, gx, x_prev, gx_prev = x[keep], gx[keep], x_prev[keep], gx_prev[keep]
-    out[idx[~finished]] = x[~finished]
-    return out.reshape(S.shape[:-2] + (N,))
+    return GramOperator(steering_matrix(em32_positions(), fibonacci_grid(order)))
 
 
 # ----------------------------------------------------------------------------------------------
@@ -318,7 +227,7 @@ class LabelMaker:
         map_peak_mean: the standardisation's centre (see the module docstring).
         sd_ratio: the standardisation's spread / ``map_peak_mean``.
         solver: callable (S (T, B, 32, 32), GramOperator) -> maps (T, B, 484); default plain
-            APGD (:func:`apgd_solver`).
+            APGD (:func:`seld_d2.acoustics.solvers.apgd`).
     """
 
     def __init__(
@@ -342,7 +251,7 @@ class LabelMaker:
         self.threshold = float(threshold) * map_peak_mean
         self.mu = float(map_peak_mean)
         self.sd = float(sd_ratio) * map_peak_mean
-        self.solver = solver or apgd_solver
+        self.solver = solver or apgd
         self.op = label_operator()
         self.interp = canvas_interpolation(10, width, height)
 
