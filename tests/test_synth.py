@@ -440,3 +440,29 @@ def test_benchmark_synth_reports_realtime_factor(capsys):
     assert bench.main(["synth", "--duration", "0.5", "--no-video"]) == 0
     result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert result["benchmark"] == "synth" and result["realtime_factor"] > 0
+
+
+# ----------------------------------------------------------------------------------------------
+# tools/synthesize.py
+# ----------------------------------------------------------------------------------------------
+
+
+def _synthesize_tool():
+    import importlib.util
+
+    path = Path(__file__).resolve().parents[1] / "tools" / "synthesize.py"
+    spec = importlib.util.spec_from_file_location("synthesize_tool", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_tool_writes_a_split_with_a_streaming_label_solver(tmp_path, capsys):
+    tool = _synthesize_tool()
+    argv = ["--out", str(tmp_path), "--split", "s1", "--num-clips", "1", "--duration", "2", "--seed", "3"]
+    assert tool.main([*argv, "--no-video", "--label-solver", "streaming"]) == 0
+    labels = list((tmp_path / "labels_dev" / "s1").glob("*_std.json"))
+    assert len(labels) == 1 and json.loads(labels[0].read_text())["annotations"] is not None
+    with pytest.raises(SystemExit) as exit_info:  # argparse's one-line usage error
+        tool.main([*argv, "--video-size", "360by180"])
+    assert exit_info.value.code == 2 and "expected WIDTHxHEIGHT" in capsys.readouterr().err

@@ -21,6 +21,7 @@ Example:
 from __future__ import annotations
 
 import os
+from functools import partial
 
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")  # before numpy is imported (see the docstring)
 
@@ -30,6 +31,7 @@ import sys  # noqa: E402
 import time  # noqa: E402
 from pathlib import Path  # noqa: E402
 
+from seld_d2.acoustics.streaming import MAP_SOLVERS, solve_maps
 from seld_d2.data.synth import BackendUnavailable, SceneConfig, SynthConfig, synthesize_split  # noqa: E402
 from seld_d2.data.synth.blas import set_blas_threads  # noqa: E402
 from seld_d2.data.synth.render import BACKENDS  # noqa: E402
@@ -56,6 +58,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     p.add_argument("--no-video", action="store_true", help="skip the frames")
     p.add_argument("--no-labels", action="store_true", help="skip the labels (APGD maps)")
+    p.add_argument(
+        "--label-solver",
+        default="apgd",
+        choices=MAP_SOLVERS,
+        help="imaging solver of the labels: apgd (STAIRS26's, default) or a streaming/exact solver",
+    )
     p.add_argument("--first-index", type=int, default=1, help="index of the first clip's name (default 1)")
     p.add_argument(
         "--prefix", default=None, help="clip name prefix (default fold9_room<R>, R from the split)"
@@ -132,8 +140,16 @@ def main(argv: list[str] | None = None) -> int:
             sensor_noise_db=args.sensor_noise_db,
         )
         t0 = time.perf_counter()
+        solver = None if args.label_solver == "apgd" else partial(solve_maps, solver=args.label_solver)
         names = synthesize_split(
-            args.out, args.split, args.num_clips, args.seed, config, args.first_index, args.prefix
+            args.out,
+            args.split,
+            args.num_clips,
+            args.seed,
+            config,
+            args.first_index,
+            args.prefix,
+            label_solver=solver,
         )
     except BackendUnavailable as err:
         print(f"error: {err}", file=sys.stderr)
