@@ -149,8 +149,7 @@ def build_validation_batches(cfg, records: list[dict]) -> list[list[dict]]:
         else np.arange(len(records))
     )
     chosen = chosen[comm.get_rank() :: comm.get_world_size()]
-    mapper = SeldDatasetMapper(cfg, is_train=True)
-    mapper.augmentations.augs = []
+    mapper = SeldDatasetMapper(cfg, is_train=True, augmentations=[])  # targets, no augmentation
     size = max(1, cfg.SOLVER.IMS_PER_BATCH // comm.get_world_size())
     mapped = [mapper(records[i]) for i in chosen]
     return [mapped[i : i + size] for i in range(0, len(mapped), size)]
