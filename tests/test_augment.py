@@ -1,9 +1,10 @@
 import numpy as np
 import pytest
-from detectron2.data import transforms as T
 
 import seld_d2  # noqa: F401
 from seld_d2.data import augment as A
+
+from detectron2.data import transforms as T
 
 RNG = np.random.default_rng(0)
 

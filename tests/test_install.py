@@ -4,20 +4,22 @@ R-CNN from the project's own base config and trains one step on CPU."""
 import os
 
 import torch
+
+import seld_d2  # noqa: F401  (applies the Pillow alias before detectron2 is imported)
+from seld_d2 import add_seld_config
+
 from detectron2.config import get_cfg
 from detectron2.modeling import build_model
 from detectron2.structures import BitMasks, Boxes, Instances
 from detectron2.utils.events import EventStorage
 
-import seld_d2  # noqa: F401  (applies the Pillow alias before detectron2 is imported)
-from seld_d2 import add_seld_config
-
 CONFIGS = os.path.join(os.path.dirname(__file__), "..", "configs")
 
 
 def test_detectron2_op_library_and_pillow_alias():
-    import detectron2._C as ops
     import PIL.Image
+
+    import detectron2._C as ops
 
     assert PIL.Image.LINEAR == PIL.Image.BILINEAR
     assert ops.get_compiler_version()

@@ -8,12 +8,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from detectron2.data import DatasetCatalog
-from detectron2.engine import HookBase
 from test_datasets import SPLIT, make_clip
 
 import seld_d2  # noqa: F401
 from seld_d2.acoustics.features import write_cache
+
+from detectron2.data import DatasetCatalog
+from detectron2.engine import HookBase
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tools"))
 import train_net  # noqa: E402
@@ -120,10 +121,10 @@ def test_resume_continues_exactly(root, tmp_path):
 
 
 def test_one_step_changes_exactly_the_trainable_groups(root, tmp_path):
-    from detectron2.utils.events import EventStorage
-
     from seld_d2.engine.hooks import ProgressiveUnfreezing
     from seld_d2.engine.param_groups import named_groups
+
+    from detectron2.utils.events import EventStorage
 
     cfg = train_net.setup(args_for(root, tmp_path / "g", "SELD.TRAIN.MAX_EPOCHS", "1"))
     trainer = train_net.SeldTrainer(cfg)
@@ -151,3 +152,17 @@ def test_one_step_changes_exactly_the_trainable_groups(root, tmp_path):
     assert changed_groups == set(named_groups(model)) - {"layer2", "layer3", "layer4"}
     for name in ("train_g", "val_g"):
         DatasetCatalog.remove(name)
+
+
+def test_tool_runs_as_a_script():
+    # As a script, nothing imports seld_d2 (and its Pillow alias) before the tool's own imports.
+    import subprocess
+
+    res = subprocess.run(
+        [sys.executable, str(REPO / "tools" / "train_net.py"), "--help"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert res.returncode == 0, res.stderr
+    assert "--config-file" in res.stdout

@@ -179,14 +179,14 @@ def _tiny_stairs(root: Path, clips: int = 2, frames: int = 16, seed: int = 0) ->
 def bench_train(args: argparse.Namespace) -> dict:
     import tempfile
 
-    from detectron2.config import get_cfg
-    from detectron2.modeling import build_model
-    from detectron2.utils.events import EventStorage
-
     import seld_d2  # noqa: F401
     from seld_d2 import add_seld_config
     from seld_d2.data.mapper import SeldDatasetMapper
     from seld_d2.engine.param_groups import build_optimizer
+
+    from detectron2.config import get_cfg
+    from detectron2.modeling import build_model
+    from detectron2.utils.events import EventStorage
 
     if args.threads:
         torch.set_num_threads(args.threads)

@@ -21,17 +21,18 @@ import os
 import sys
 
 import torch
-from detectron2.checkpoint import DetectionCheckpointer
-from detectron2.config import get_cfg
-from detectron2.data import DatasetCatalog
-from detectron2.engine import default_argument_parser, default_setup, launch
-from detectron2.utils.events import EventStorage
 
 import seld_d2  # noqa: F401  (Pillow alias before detectron2; registers seld_d2's components)
 from seld_d2 import add_seld_config
 from seld_d2.data.datasets import register_stairs26
 from seld_d2.engine.hooks import validation_losses
 from seld_d2.engine.trainer import SeldTrainer, build_validation_batches, dataset_records, iters_per_epoch
+
+from detectron2.checkpoint import DetectionCheckpointer
+from detectron2.config import get_cfg
+from detectron2.data import DatasetCatalog
+from detectron2.engine import default_argument_parser, default_setup, launch
+from detectron2.utils.events import EventStorage
 
 logger = logging.getLogger("seld_d2")
 

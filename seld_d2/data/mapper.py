@@ -16,6 +16,7 @@ from collections import OrderedDict
 
 import numpy as np
 import torch
+
 from detectron2.config import configurable
 from detectron2.data import transforms as T
 from detectron2.structures import Boxes, Instances

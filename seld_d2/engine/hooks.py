@@ -15,9 +15,10 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
+from torch import nn
+
 from detectron2.engine import HookBase
 from detectron2.utils import comm
-from torch import nn
 
 logger = logging.getLogger(__name__)
 

@@ -16,12 +16,13 @@ from collections.abc import Iterator
 
 import numpy as np
 import torch
+from torch.utils.data import DataLoader, Dataset, Sampler
+
 from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.data import DatasetCatalog
 from detectron2.engine import DefaultTrainer, hooks
 from detectron2.utils import comm
 from detectron2.utils.events import CommonMetricPrinter, JSONWriter, TensorboardXWriter
-from torch.utils.data import DataLoader, Dataset, Sampler
 
 from ..data.mapper import SeldDatasetMapper
 from ..data.sampler import ClassBalancedFrameSampler, SequentialFrameSampler, class_frequencies
