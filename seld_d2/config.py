@@ -94,6 +94,39 @@ def add_seld_config(cfg: CN) -> CN:
     # Iterations between log lines / TensorBoard writes.
     cfg.SELD.TRAIN.LOG_PERIOD = 20
 
+    # ---- inference and export (seld_d2.inference, tools/infer.py) -------------------------------
+    cfg.SELD.INFER = CN()
+    # Frames per model call.
+    cfg.SELD.INFER.BATCH_SIZE = 16
+    # Detections below this score are dropped (report: 0.70, tuned with MIN_AGE).
+    cfg.SELD.INFER.SCORE_THRESH = 0.70
+    # Per-class overrides of SCORE_THRESH as [class id, threshold] pairs (report: Knock 0.85,
+    # which kept one clip's file under the 20 MB limit).
+    cfg.SELD.INFER.CLASS_SCORE_THRESH = [[12, 0.85]]
+    # IoU of the class-wise non-maximum suppression after thresholding.
+    cfg.SELD.INFER.NMS_THRESH = 0.5
+    # At most this many detections per class and frame (0 = no limit).
+    cfg.SELD.INFER.MAX_PER_CLASS = 0
+    # Tracker (same class, box-IoU Hungarian): a track is exported once it has MIN_AGE
+    # detections and ends after more than MAX_MISSED consecutive frames without one.
+    cfg.SELD.INFER.MIN_AGE = 2
+    cfg.SELD.INFER.MAX_MISSED = 2
+    # Smallest box IoU that links a detection to a track.
+    cfg.SELD.INFER.TRACK_IOU = 0.3
+    # Score decay per missed frame while a track coasts, whose last map is then exported again
+    # (the baseline exporter's 0.9); 0 = coasting frames are not exported.
+    cfg.SELD.INFER.COAST_SCORE_DECAY = 0.0
+    # Exporter: "dense" (the report's modified inference: every pixel >= DENSE_THRESH x max of
+    # the pasted energy map, sorted by intensity, every SAMPLE_STEP-th kept) or "baseline"
+    # (NUM_PEAKS sparse peaks per detection).
+    cfg.SELD.INFER.EXPORTER = "dense"
+    cfg.SELD.INFER.DENSE_THRESH = 0.5
+    cfg.SELD.INFER.SAMPLE_STEP = 1
+    cfg.SELD.INFER.NUM_PEAKS = 20
+    # Submission files larger than this are thinned (larger SAMPLE_STEP) until they fit; the
+    # official evaluator refuses files over 20 MB.
+    cfg.SELD.INFER.MAX_FILE_MB = 20.0
+
     # ---- optimizer: AdamW with 12 named parameter groups (seld_d2.engine.param_groups) -------
     cfg.SELD.OPTIM = CN()
     cfg.SELD.OPTIM.BETAS = (0.9, 0.999)

@@ -10,8 +10,10 @@
 The training and validation datasets are the STAIRS26-layout splits named by
 ``SELD.DATA.TRAIN_SPLITS`` / ``VAL_SPLITS`` under ``SELD.DATA.ROOT`` (registered here as
 ``DATASETS.TRAIN`` / ``DATASETS.TEST``); their acoustic features must have been extracted
-(``tools/extract_features.py``). ``--eval-only`` reports the validation loss; the official
-challenge metric arrives with the evaluation module.
+(``tools/extract_features.py``). ``--eval-only`` reports the validation loss and the official
+DCASE2026 Task 3 metric on the whole validation clips (submission files under
+``OUTPUT_DIR/inference/<dataset>/submission``); ``TEST.EVAL_PERIOD N`` runs that evaluation every
+N iterations during training.
 """
 
 from __future__ import annotations
@@ -32,6 +34,8 @@ from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.config import get_cfg
 from detectron2.data import DatasetCatalog
 from detectron2.engine import default_argument_parser, default_setup, launch
+from detectron2.evaluation import print_csv_format
+from detectron2.utils import comm
 from detectron2.utils.events import EventStorage
 
 logger = logging.getLogger("seld_d2")
@@ -83,7 +87,10 @@ def main(args):
             )
         logger.info("validation losses: %s", {k: round(v, 5) for k, v in means.items()})
         print(f"validation loss: {sum(means.values()):.5f}")
-        return means
+        results = SeldTrainer.test(cfg, model)  # the official metric on the whole clips
+        if comm.is_main_process():
+            print_csv_format(results)
+        return {"validation_losses": means, **results}
     trainer = SeldTrainer(cfg)
     trainer.resume_or_load(resume=args.resume)
     return trainer.train()

@@ -106,7 +106,7 @@ class ProgressiveUnfreezing(HookBase):
         stages = trainable_stages(epoch, self.schedule)
         if stages == self.current:
             return
-        model = _unwrap(self.trainer.model)
+        model = unwrap_model(self.trainer.model)
         self.apply(model, stages)
         if self.current is not None:
             self.trainer.optimizer.state.clear()
@@ -129,7 +129,7 @@ class ProgressiveUnfreezing(HookBase):
         self.current = set(state["current"]) if state["current"] is not None else None
         self.grace_until = state["grace_until"]
         if self.current is not None:
-            self.apply(_unwrap(self.trainer.model), self.current)
+            self.apply(unwrap_model(self.trainer.model), self.current)
 
 
 @torch.no_grad()
@@ -301,5 +301,5 @@ class RNGState(HookBase):
             torch.cuda.set_rng_state_all(state["cuda"])
 
 
-def _unwrap(model: nn.Module) -> nn.Module:
+def unwrap_model(model: nn.Module) -> nn.Module:
     return model.module if hasattr(model, "module") else model

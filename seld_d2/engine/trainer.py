@@ -74,6 +74,19 @@ class _SeededFrames(Dataset):
         return self.mapper(self.records[index])
 
 
+class _Frames(Dataset):
+    """Records mapped on access (test-time loading)."""
+
+    def __init__(self, records: list[dict], mapper):
+        self.records, self.mapper = records, mapper
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def __getitem__(self, i: int) -> dict:
+        return self.mapper(self.records[i])
+
+
 class _Positioned(Sampler):
     """(record index, global draw position) pairs of an infinite index sampler, from ``start``."""
 
@@ -197,6 +210,30 @@ class SeldTrainer(DefaultTrainer):
         return build_seld_train_loader(cfg, self._train_records)
 
     @classmethod
+    def build_test_loader(cls, cfg, dataset_name: str) -> DataLoader:
+        """Every frame of the dataset in order (whole clips, for the tracker), mapped without
+        augmentation, ``SELD.INFER.BATCH_SIZE`` frames per batch, this process's share of clips."""
+        records = DatasetCatalog.get(dataset_name)
+        sequences = sorted({r["sequence"] for r in records})
+        mine = set(sequences[comm.get_rank() :: comm.get_world_size()])
+        records = [r for r in records if r["sequence"] in mine]
+        return DataLoader(
+            _Frames(records, SeldDatasetMapper(cfg, is_train=False)),
+            batch_size=max(1, cfg.SELD.INFER.BATCH_SIZE),
+            shuffle=False,
+            num_workers=cfg.DATALOADER.NUM_WORKERS,
+            collate_fn=_collate,
+        )
+
+    @classmethod
+    def build_evaluator(cls, cfg, dataset_name: str, output_folder: str | None = None):
+        """The official DCASE2026 Task 3 metric on the dataset's whole clips."""
+        from ..evaluation.evaluator import Stairs26Evaluator
+
+        folder = output_folder or os.path.join(cfg.OUTPUT_DIR, "inference", dataset_name)
+        return Stairs26Evaluator.from_config(cfg, dataset_name, folder)
+
+    @classmethod
     def build_optimizer(cls, cfg, model):
         return build_optimizer(model, cfg)
 
@@ -226,11 +263,21 @@ class SeldTrainer(DefaultTrainer):
                 seld_hooks.BestCheckpoint(self.clock, validation, self.checkpointer),
                 seld_hooks.EarlyStopping(self.clock, validation, unfreezing, t.EARLY_STOP_PATIENCE),
             ]
+        if cfg.TEST.EVAL_PERIOD > 0 and cfg.DATASETS.TEST:
+            # The official metric on the whole validation clips every EVAL_PERIOD iterations.
+            hook_list.append(hooks.EvalHook(cfg.TEST.EVAL_PERIOD, lambda: self._evaluate(unfreezing)))
         if comm.is_main_process():
             # Last among the after_step hooks that touch state, so checkpoints see it all.
             hook_list.append(hooks.PeriodicCheckpointer(self.checkpointer, cfg.SOLVER.CHECKPOINT_PERIOD))
             hook_list.append(hooks.PeriodicWriter(self.build_writers(), period=cfg.SELD.TRAIN.LOG_PERIOD))
         return hook_list
+
+    def _evaluate(self, unfreezing: seld_hooks.ProgressiveUnfreezing) -> dict:
+        results = self.test(self.cfg, self.model)
+        # Inference switched every module back to training mode; frozen stages keep BN eval mode.
+        if unfreezing.current is not None:
+            unfreezing.apply(seld_hooks.unwrap_model(self.model), unfreezing.current)
+        return results
 
     def build_writers(self):
         return [
