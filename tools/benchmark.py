@@ -5,6 +5,7 @@ object with the numbers.
   features   4-ch audio -> visibilities -> UpLAM latent (the cached acoustic features), frames/s
   train      one training step of the 19-channel detector (img/s), and the data path (frames/s)
   synth      one synthetic scene (free-field render, labels, video, files), real-time factor
+  infer      the detector's forward pass (img/s) and wav + frames -> submission JSON (frames/s)
 """
 
 from __future__ import annotations
@@ -33,6 +34,76 @@ def _test_audio(frames: int, seed: int = 0) -> np.ndarray:
     mics = em32_positions()[list(TETRA_CHANNELS)]
     audio = render_plane_wave(rng.standard_normal(n), 40.0, 15.0, mics, FS)
     return (audio + 0.05 * rng.standard_normal(audio.shape)).astype(np.float32)
+
+
+def _profile(fn, steps: int, cuda: bool) -> None:
+    """Print where the time of ``steps`` calls of ``fn`` goes (torch.profiler, top operators)."""
+    from torch.profiler import ProfilerActivity, profile
+
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else [])
+    with profile(activities=activities) as prof:
+        for _ in range(steps):
+            fn()
+        if cuda:
+            torch.cuda.synchronize()
+    averages = prof.key_averages()
+    if cuda:
+        print(averages.table(sort_by="self_cuda_time_total", row_limit=25, max_name_column_width=60))
+    print(averages.table(sort_by="self_cpu_time_total", row_limit=25, max_name_column_width=60))
+
+
+class _ModuleTimer:
+    """Wall time spent in chosen submodules' forward passes (synchronising CUDA around each)."""
+
+    def __init__(self, model: torch.nn.Module, names: list[str], cuda: bool):
+        self.totals: dict[str, float] = {}
+        self.cuda = cuda
+        self.handles = []
+        modules = dict(model.named_modules())
+        for name in names:
+            if name in modules:
+                self.handles.append(modules[name].register_forward_pre_hook(self._start(name)))
+                self.handles.append(modules[name].register_forward_hook(self._stop(name)))
+        self.started: dict[str, float] = {}
+
+    def _sync(self) -> None:
+        if self.cuda:
+            torch.cuda.synchronize()
+
+    def _start(self, name):
+        def hook(*_):
+            self._sync()
+            self.started[name] = time.perf_counter()
+
+        return hook
+
+    def _stop(self, name):
+        def hook(*_):
+            self._sync()
+            self.totals[name] = self.totals.get(name, 0.0) + time.perf_counter() - self.started.pop(name)
+
+        return hook
+
+    def report(self, steps: int, images: int) -> dict:
+        for h in self.handles:
+            h.remove()
+        out = {k: round(1000 * v / steps, 2) for k, v in self.totals.items()}
+        print(f"forward time per step (ms, {images} images/step): {json.dumps(out)}")
+        return out
+
+
+MODULES = [
+    "backbone",
+    "proposal_generator",
+    "roi_heads",
+    "roi_heads.box_pooler",
+    "roi_heads.box_head",
+    "roi_heads.box_predictor",
+    "roi_heads.energy_pooler",
+    "roi_heads.energy_head",
+    "roi_heads.distance_head",
+    "fullmap_head",
+]
 
 
 def bench_features(args: argparse.Namespace) -> dict:
@@ -197,6 +268,7 @@ def bench_train(args: argparse.Namespace) -> dict:
     cfg.merge_from_file(str(Path(__file__).resolve().parents[1] / "configs/SELD/run3_mel16.yaml"))
     cfg.MODEL.DEVICE = args.device
     cfg.MODEL.ROI_HEADS.CLASS_WEIGHTS = [1.0] * 13
+    torch.backends.cudnn.benchmark = cfg.CUDNN_BENCHMARK and not args.no_cudnn_benchmark
     torch.manual_seed(0)
     model = build_model(cfg)
     model.train()
@@ -233,6 +305,14 @@ def bench_train(args: argparse.Namespace) -> dict:
             step(batches[i % len(batches)])
         sync()
         elapsed = time.perf_counter() - t0
+        if args.profile:
+            _profile(lambda: step(batches[0]), args.profile, cuda)
+        breakdown = None
+        if args.breakdown:
+            timer = _ModuleTimer(model, MODULES, cuda)
+            for _ in range(args.breakdown):
+                step(batches[0])
+            breakdown = timer.report(args.breakdown, args.batch)
     result = {
         "benchmark": "train",
         "img_per_s": round(args.iters * args.batch / elapsed, 3),
@@ -242,11 +322,141 @@ def bench_train(args: argparse.Namespace) -> dict:
         "amp": amp,
         "device": torch.cuda.get_device_name() if cuda else "cpu",
         "threads": torch.get_num_threads(),
+        "cudnn_benchmark": torch.backends.cudnn.benchmark,
+        "forward_ms": breakdown,
         "model": "R50-FPN SeldRCNN, 19 channels, 180x360",
     }
     print(
         f"train: {result['img_per_s']} img/s at batch {args.batch} ({'AMP' if amp else 'fp32'}) on "
         f"{result['device']}; data path (mapper, one process) {result['loader_frames_per_s']} frames/s"
+    )
+    return result
+
+
+def _infer_config(args: argparse.Namespace):
+    from seld_d2 import add_seld_config
+
+    from detectron2.config import get_cfg
+
+    cfg = add_seld_config(get_cfg())
+    cfg.merge_from_file(args.config_file)
+    cfg.MODEL.DEVICE = args.device
+    cfg.MODEL.WEIGHTS = ""
+    cfg.SOLVER.AMP.ENABLED = args.device.startswith("cuda") and not args.no_amp
+    cfg.SELD.INFER.BATCH_SIZE = args.batch
+    cfg.DATALOADER.NUM_WORKERS = args.workers
+    cfg.TEST.DETECTIONS_PER_IMAGE = args.detections_per_img
+    return cfg
+
+
+def bench_infer(args: argparse.Namespace) -> dict:
+    """Model-only throughput on pre-mapped batches, then one clip end to end: feature extraction
+    from the wav, frame loading, the model, post-processing, tracker, export and the JSON file."""
+    import logging
+    import tempfile
+
+    import soundfile as sf
+    from PIL import Image
+
+    import seld_d2  # noqa: F401
+    from seld_d2.data.labels import write_labels
+    from seld_d2.inference.predictor import SeldPredictor
+    from seld_d2.inference.submission import ClipExporter
+
+    logging.getLogger("seld_d2.inference.predictor").setLevel(logging.ERROR)  # random init is intended
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    cuda = args.device.startswith("cuda")
+    if cuda and not torch.cuda.is_available():
+        raise SystemExit("error: --device cuda asked for, but torch sees no CUDA device")
+    cfg = _infer_config(args)
+    torch.backends.cudnn.benchmark = cfg.CUDNN_BENCHMARK and not args.no_cudnn_benchmark
+    torch.manual_seed(0)
+    predictor = SeldPredictor(cfg)
+    exporter = ClipExporter.from_config(cfg)
+
+    def sync() -> None:
+        if cuda:
+            torch.cuda.synchronize()
+
+    rng = np.random.default_rng(0)
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        seq, frames = "fold0_bench_001", args.clip_frames
+        wav = tmp / f"{seq}.wav"
+        sf.write(str(wav), _test_audio(frames), FS, subtype="FLOAT")
+        fdir = tmp / "frames" / seq
+        fdir.mkdir(parents=True)
+        for k in range(frames):
+            Image.fromarray(rng.integers(0, 255, (180, 360, 3), dtype=np.uint8)).save(
+                fdir / f"{seq}_{k:04d}.png"
+            )
+        feature_file = tmp / "features" / f"{seq}.npz"
+        records = [
+            {"file_name": str(fdir / f"{seq}_{k:04d}.png"), "height": 180, "width": 360, "sequence": seq,
+             "frame_index": k, "image_id": k, "feature_file": str(feature_file)}
+            for k in range(frames)
+        ]  # fmt: skip
+
+        # Model only: the same mapped batch again and again, inputs already in memory.
+        from seld_d2.acoustics.features import FeatureExtractor as FE
+
+        FE.from_config(cfg, device=args.device).cached(wav, feature_file)
+        batch = [predictor.mapper(records[i % frames]) for i in range(args.batch)]
+        if cuda:  # as the predictor's loader delivers them (pin_memory)
+            batch = [{**x, "image": x["image"].pin_memory()} for x in batch]
+        for _ in range(args.warmup):
+            predictor.run_batch(batch)
+        sync()
+        t0 = time.perf_counter()
+        detections = 0
+        for _ in range(args.iters):
+            outs = predictor.run_batch(batch)
+            detections += sum(len(o["instances"]) for o in outs)
+        sync()
+        model_s = time.perf_counter() - t0
+        if args.profile:
+            _profile(lambda: predictor.run_batch(batch), args.profile, cuda)
+        breakdown = None
+        if args.breakdown:
+            timer = _ModuleTimer(predictor.model, MODULES, cuda)
+            for _ in range(args.breakdown):
+                predictor.run_batch(batch)
+            breakdown = timer.report(args.breakdown, args.batch)
+
+        # End to end, as tools/infer.py does it per clip (features recomputed from the wav).
+        feature_file.unlink()
+        t0 = time.perf_counter()
+        FE.from_config(cfg, device=args.device).cached(wav, feature_file)
+        t_feat = time.perf_counter() - t0
+        pairs = ((m["frame_index"], d) for m, d in predictor.predict_records(records))
+        annotations, summary = exporter(pairs, name=seq)
+        write_labels(tmp / "out" / f"{seq}.json", annotations)
+        sync()
+        e2e_s = time.perf_counter() - t0
+    result = {
+        "benchmark": "infer",
+        "img_per_s": round(args.iters * args.batch / model_s, 2),
+        "e2e_frames_per_s": round(frames / e2e_s, 2),
+        "e2e_feature_s": round(t_feat, 2),
+        "e2e_clip_frames": frames,
+        "detections_per_img": round(detections / (args.iters * args.batch), 1),
+        "max_detections_per_img": args.detections_per_img,
+        "exported_annotations": summary.exported,
+        "batch": args.batch,
+        "amp": bool(cfg.SOLVER.AMP.ENABLED),
+        "workers": args.workers,
+        "cudnn_benchmark": torch.backends.cudnn.benchmark,
+        "forward_ms": breakdown,
+        "device": torch.cuda.get_device_name() if cuda else "cpu",
+        "threads": torch.get_num_threads(),
+        "model": f"SeldRCNN from {Path(args.config_file).name}, random init, 180x360",
+    }
+    print(
+        f"infer: model {result['img_per_s']} img/s at batch {args.batch} "
+        f"({'AMP' if result['amp'] else 'fp32'}, {result['detections_per_img']} raw detections/img); "
+        f"end to end {result['e2e_frames_per_s']} frames/s on a {frames}-frame clip "
+        f"(features {t_feat:.2f} s) on {result['device']}"
     )
     return result
 
@@ -291,12 +501,51 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     t.add_argument("--warmup", type=int, default=2, help="untimed iterations first (default 2)")
     t.add_argument("--no-amp", action="store_true", help="float32 on CUDA instead of mixed precision")
     t.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: all cores)")
+    t.add_argument("--profile", type=int, default=0, help="also profile this many steps (top operators)")
+    t.add_argument(
+        "--breakdown", type=int, default=0, help="also time the model's parts' forward passes over N steps"
+    )
+    t.add_argument(
+        "--no-cudnn-benchmark", action="store_true", help="switch off cuDNN autotuning (CUDNN_BENCHMARK)"
+    )
+    i = sub.add_parser("infer", help="detector inference (img/s) and wav+frames -> JSON (frames/s)")
+    i.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
+    i.add_argument("--batch", type=int, default=2, help="frames per model call (default 2)")
+    i.add_argument("--iters", type=int, default=5, help="timed model calls (default 5)")
+    i.add_argument("--warmup", type=int, default=2, help="untimed model calls first (default 2)")
+    i.add_argument("--clip-frames", type=int, default=40, help="frames of the end-to-end clip (default 40)")
+    i.add_argument("--workers", type=int, default=0, help="frame loader processes (default 0)")
+    i.add_argument("--no-amp", action="store_true", help="float32 on CUDA instead of mixed precision")
+    i.add_argument(
+        "--detections-per-img",
+        type=int,
+        default=100,
+        help="TEST.DETECTIONS_PER_IMAGE (default 100, Detectron2's; a random-init model fills it)",
+    )
+    i.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: all cores)")
+    i.add_argument("--profile", type=int, default=0, help="also profile this many steps (top operators)")
+    i.add_argument(
+        "--breakdown", type=int, default=0, help="also time the model's parts' forward passes over N steps"
+    )
+    i.add_argument(
+        "--no-cudnn-benchmark", action="store_true", help="switch off cuDNN autotuning (CUDNN_BENCHMARK)"
+    )
+    i.add_argument(
+        "--config-file",
+        default=str(Path(__file__).resolve().parents[1] / "configs/SELD/run3_mel16.yaml"),
+        help="model config (default configs/SELD/run3_mel16.yaml)",
+    )
     return p.parse_args(argv)
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    result = {"features": bench_features, "synth": bench_synth, "train": bench_train}[args.which](args)
+    result = {
+        "features": bench_features,
+        "synth": bench_synth,
+        "train": bench_train,
+        "infer": bench_infer,
+    }[args.which](args)
     print(json.dumps(result))
     return 0
 
