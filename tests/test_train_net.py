@@ -100,8 +100,10 @@ def test_train_writes_checkpoints_logs_and_events(root, tmp_path):
     assert not model.backbone.bottom_up.res3[0].conv1.weight.requires_grad
     assert not model.backbone.bottom_up.res4[0].conv1.weight.requires_grad
 
-    means = train_net.main(args_for(root, out, "MODEL.WEIGHTS", str(out / "model_best.pth"), eval_only=True))
-    assert np.isfinite(sum(means.values()))
+    weights = str(out / "model_best.pth")
+    results = train_net.main(args_for(root, out, "MODEL.WEIGHTS", weights, eval_only=True))
+    assert np.isfinite(sum(results["validation_losses"].values()))
+    assert "mAP_macro" in results["seld"]
     for name in ("train_run", "val_run"):
         DatasetCatalog.remove(name)
 

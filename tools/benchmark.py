@@ -6,6 +6,7 @@ object with the numbers.
   train      one training step of the 19-channel detector (img/s), and the data path (frames/s)
   synth      one synthetic scene (free-field render, labels, video, files), real-time factor
   infer      the detector's forward pass (img/s) and wav + frames -> submission JSON (frames/s)
+  metric     the official metric: fast implementation vs the plain reference (tools/bench_metric.py)
 """
 
 from __future__ import annotations
@@ -461,6 +462,12 @@ def bench_infer(args: argparse.Namespace) -> dict:
     return result
 
 
+def _bench_metric(args: argparse.Namespace) -> dict:
+    import bench_metric
+
+    return bench_metric.bench_metric(args)
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="which", required=True)
@@ -535,6 +542,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=str(Path(__file__).resolve().parents[1] / "configs/SELD/run3_mel16.yaml"),
         help="model config (default configs/SELD/run3_mel16.yaml)",
     )
+    import bench_metric
+
+    bench_metric.add_arguments(sub.add_parser("metric", help="official metric: fast vs reference (s)"))
     return p.parse_args(argv)
 
 
@@ -545,6 +555,7 @@ def main(argv: list[str] | None = None) -> int:
         "synth": bench_synth,
         "train": bench_train,
         "infer": bench_infer,
+        "metric": _bench_metric,
     }[args.which](args)
     print(json.dumps(result))
     return 0

@@ -1,0 +1,186 @@
+#!/usr/bin/env python
+"""The whole job on a small generated dataset, in one command (``make demo``).
+
+1. Synthesise audiovisual scenes with the project's generator (free-field em32, the 13
+   procedural classes, 360x180 video, STAIRS26-style labels) into the STARSS23 layout.
+2. Train UpLAM briefly on the training scenes' 32-ch recordings (``tools/train_uplam.py``;
+   a float32 checkpoint of ~13 MB is not shipped in the repository) or take ``--uplam PATH``,
+   and extract the UpLAM features of both splits with it (``tools/extract_features.py``).
+3. Train the detector briefly on the CPU (``configs/SELD/demo_cpu.yaml``, ``tools/train_net.py``).
+4. Run it on the test split into submission files (``tools/infer.py``).
+5. Score them with the official metric (``tools/evaluate.py``).
+6. Draw: the loss curve, GT-vs-prediction overlays of a test clip (PNGs and a GIF), and a frame's
+   16 acoustic feature planes (``tools/visualize.py``).
+
+Everything goes into ``--out``; the last lines printed say where.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # sibling tools
+
+import evaluate  # noqa: E402
+import extract_features  # noqa: E402
+import infer  # noqa: E402
+import train_net  # noqa: E402
+import train_uplam  # noqa: E402
+import visualize  # noqa: E402
+
+import seld_d2  # noqa: F401, E402  (Pillow alias before detectron2)
+from seld_d2.data.synth import SceneConfig, SynthConfig, synthesize_split  # noqa: E402
+from seld_d2.utils.io import atomic_open  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
+TRAIN, TEST = "dev-train-demo", "dev-test-demo"
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--out", default="output/demo", help="output folder (default output/demo)")
+    p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    p.add_argument("--train-clips", type=int, default=6, help="training scenes (default 6)")
+    p.add_argument("--test-clips", type=int, default=2, help="test scenes (default 2)")
+    p.add_argument("--seconds", type=float, default=30.0, help="length of each scene (default 30 s)")
+    p.add_argument("--epochs", type=int, default=None, help="detector epochs (default: the config's)")
+    p.add_argument("--uplam", default=None, help="UpLAM checkpoint to use instead of training one")
+    p.add_argument("--uplam-epochs", type=int, default=4, help="UpLAM training epochs (default 4)")
+    p.add_argument(
+        "--uplam-clips", type=int, default=2, help="scenes per split UpLAM trains/validates on (default 2)"
+    )
+    p.add_argument("--config-file", default=str(REPO / "configs/SELD/demo_cpu.yaml"), help="detector config")
+    return p.parse_args(argv)
+
+
+def scene_config(seconds: float) -> SynthConfig:
+    """A few well-separated, long events per scene, so that minutes of training see each class."""
+    scene = SceneConfig(duration=seconds, min_events=3, max_events=5, max_overlap=2, min_separation_deg=45.0)
+    return SynthConfig(scene=scene)
+
+
+def step(title: str) -> None:
+    print(f"\n==== {title}", flush=True)
+
+
+def loss_curve(metrics_file: Path, path: Path) -> dict:
+    """Training and validation loss against iteration, from Detectron2's metrics.json."""
+    from seld_d2.utils.visualize import plot_curves
+
+    train, val = [], []
+    with open(metrics_file) as f:
+        for line in f:
+            rec = json.loads(line)
+            if "total_loss" in rec:
+                train.append((rec["iteration"], rec["total_loss"]))
+            if "validation_loss" in rec:
+                val.append((rec["iteration"], rec["validation_loss"]))
+    plot_curves({"training loss": train, "validation loss": val}, path, xlabel="iteration", ylabel="loss")
+    return {"train_first": train[0][1] if train else None, "train_last": train[-1][1] if train else None}
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    out = Path(args.out).resolve()
+    root = out / "data"
+    t0 = time.perf_counter()
+    timings: dict[str, float] = {}
+
+    def lap(name: str, since: float) -> float:
+        timings[name] = round(time.perf_counter() - since, 1)
+        return time.perf_counter()
+
+    step(f"[1/6] synthesising {args.train_clips}+{args.test_clips} scenes of {args.seconds:g} s into {root}")
+    t = time.perf_counter()
+    config = scene_config(args.seconds)
+    synthesize_split(root, TRAIN, args.train_clips, args.seed, config)
+    test_clips = synthesize_split(root, TEST, args.test_clips, args.seed + 1000, config)
+    t = lap("synthesis", t)
+
+    if args.uplam:
+        uplam = Path(args.uplam)
+    else:
+        step("[2/6] training UpLAM (self-supervised, 4x4 -> 32x32 visibilities)")
+        rc = train_uplam.main(
+            ["--root", str(root), "--train-split", TRAIN, "--val-split", TEST, "--out", str(out / "uplam"),
+             "--epochs", str(args.uplam_epochs), "--max-clips", str(args.uplam_clips), "--lr", "3e-4",
+             "--seed", str(args.seed)]
+        )  # fmt: skip
+        if rc:
+            return rc
+        uplam = out / "uplam" / "best.pth"
+        t = lap("uplam_training", t)
+    step(f"[2/6] extracting UpLAM features with {uplam}")
+    for split in (TRAIN, TEST):
+        rc = extract_features.main(["--root", str(root), "--split", split, "--checkpoint", str(uplam)])
+        if rc:
+            return rc
+    t = lap("features", t)
+
+    step("[3/6] training the detector on the CPU")
+    train_dir = out / "train"
+    opts = [
+        "SELD.DATA.ROOT", str(root), "SELD.DATA.TRAIN_SPLITS", f"['{TRAIN}']",
+        "SELD.DATA.VAL_SPLITS", f"['{TEST}']", "DATASETS.TRAIN", "('demo_train',)",
+        "DATASETS.TEST", "('demo_test',)", "SELD.AUDIO.UPLAM_CHECKPOINT", str(uplam),
+        "OUTPUT_DIR", str(train_dir), "MODEL.DEVICE", "cpu", "SEED", str(args.seed),
+    ]  # fmt: skip
+    if args.epochs:
+        opts += ["SELD.TRAIN.MAX_EPOCHS", str(args.epochs)]
+    train_args = train_net.default_argument_parser().parse_args(["--config-file", args.config_file, *opts])
+    train_net.main(train_args)
+    weights = train_dir / "model_final.pth"
+    t = lap("detector_training", t)
+
+    step("[4/6] inference on the test split -> submission files")
+    submission = out / "submission"
+    infer_opts = [o for o in opts if o not in ("MODEL.DEVICE", "cpu")]
+    rc = infer.main(
+        ["--config-file", args.config_file, "--checkpoint", str(weights), "--root", str(root),
+         "--split", TEST, "--out", str(submission), "--device", "cpu", *infer_opts]
+    )  # fmt: skip
+    if rc:
+        return rc
+    t = lap("inference", t)
+
+    step("[5/6] the official DCASE2026 Task 3 metric")
+    rc = evaluate.main(
+        ["--pred", str(submission), "--gt", str(root / "labels_dev" / TEST), "--out", str(out / "evaluation")]
+    )
+    if rc:
+        return rc
+    t = lap("evaluation", t)
+
+    step("[6/6] pictures")
+    curve = loss_curve(train_dir / "metrics.json", out / "loss_curve.png")
+    seq = test_clips[0]
+    rc = visualize.main(
+        ["--root", str(root), "--split", TEST, "--seq", seq, "--pred", str(submission),
+         "--every", "50", "--gif", "--features", "--out", str(out / "pictures")]
+    )  # fmt: skip
+    if rc:
+        return rc
+    lap("pictures", t)
+
+    timings["total"] = round(time.perf_counter() - t0, 1)
+    with open(out / "evaluation" / "metrics.json") as f:
+        metrics = json.load(f)
+    with atomic_open(out / "summary.json", "w") as f:
+        json.dump({"timings_s": timings, "loss": curve, "metrics": metrics}, f, indent=1)
+    print(f"\ndone in {timings['total']:.0f} s ({', '.join(f'{k} {v:g} s' for k, v in timings.items())})")
+    print(f"outputs in {out}/:")
+    print("  evaluation/      table.md, metrics.json, ap_vs_threshold.png (the official metric)")
+    print("  submission/      one <seq>.json per test clip (challenge format)")
+    print("  pictures/        GT vs prediction overlays (PNG, GIF), the 16 acoustic feature planes")
+    print("  loss_curve.png   training and validation loss")
+    print("  train/           detector checkpoints, log, TensorBoard events")
+    print("  data/            the generated dataset (STARSS23 layout) and its feature cache")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
