@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pickle
+from collections import OrderedDict
 from pathlib import Path
 
 import numpy as np
@@ -15,7 +16,9 @@ from seld_d2 import add_seld_config
 from seld_d2.modeling import (
     DualModalityStem,
     EnergyMaskHead,
+    FCDropoutBoxHead,
     FocalFastRCNNOutputLayers,
+    GatherROIPooler,
     SeldRCNN,
     SeldROIHeads,
     crop_energy_targets,
@@ -28,6 +31,7 @@ from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.config import get_cfg
 from detectron2.layers import ShapeSpec
 from detectron2.modeling import build_backbone, build_model
+from detectron2.modeling.poolers import ROIPooler
 from detectron2.structures import Boxes, Instances
 from detectron2.utils.events import EventStorage
 
@@ -319,3 +323,107 @@ def test_energy_head_per_class_mode_selects_the_class_map():
     maps = head.layers(x)
     (out,) = head(x, [inst])
     torch.testing.assert_close(out.pred_energy, torch.stack([maps[0, 2], maps[1, 0]]))
+
+
+def _pyramid(channels: int = 5, seed: int = 0) -> list[torch.Tensor]:
+    """P2-P5-shaped random features of a 2-image batch padded to 192 x 384."""
+    g = torch.Generator().manual_seed(seed)
+    return [torch.randn(2, channels, 192 // s, 384 // s, generator=g) for s in (4, 8, 16, 32)]
+
+
+def _pooler_boxes(seed: int = 0) -> list[Boxes]:
+    """Boxes of every FPN level, plus boxes past the canvas, empty and inverted boxes."""
+    g = torch.Generator().manual_seed(seed)
+    xy = torch.rand(40, 2, generator=g) * torch.tensor([360.0, 180.0])
+    wh = torch.exp(torch.rand(40, 2, generator=g) * 6.0)  # 1 to 400 px
+    boxes = torch.cat([xy - wh / 2, xy + wh / 2], dim=1)
+    edge = torch.tensor(
+        [
+            [0.0, 0.0, 384.0, 192.0],
+            [-30.0, -20.0, 25.0, 35.0],
+            [350.0, 170.0, 420.0, 260.0],
+            [100.0, 50.0, 100.0, 50.0],
+            [60.0, 60.0, 50.0, 55.0],
+            [100.3, 20.7, 100.9, 21.2],
+        ]
+    )
+    return [Boxes(boxes[:25]), Boxes(torch.cat([boxes[25:], edge]))]
+
+
+@pytest.mark.parametrize(
+    "pooler_type, resolution, sampling_ratio",
+    [("ROIAlignV2", 7, 0), ("ROIAlignV2", 14, 0), ("ROIAlign", 7, 0), ("ROIAlignV2", 7, 2)],
+)
+def test_gather_pooler_matches_detectron2_pooler(pooler_type, resolution, sampling_ratio):
+    scales = (1 / 4, 1 / 8, 1 / 16, 1 / 32)
+    ref = ROIPooler(resolution, scales, sampling_ratio, pooler_type)
+    new = GatherROIPooler(resolution, scales, sampling_ratio, pooler_type)
+    boxes = _pooler_boxes()
+    x_ref = [t.requires_grad_() for t in _pyramid()]
+    x_new = [t.detach().clone().requires_grad_() for t in x_ref]
+    out_ref, out_new = ref(x_ref, boxes), new(x_new, boxes)
+    torch.testing.assert_close(out_new, out_ref, rtol=1e-5, atol=1e-5)
+    grad = torch.randn(out_ref.shape, generator=torch.Generator().manual_seed(1))
+    out_ref.backward(grad)
+    out_new.backward(grad)
+    for a, b in zip(x_new, x_ref, strict=True):
+        torch.testing.assert_close(a.grad, b.grad, rtol=1e-5, atol=1e-5)
+
+
+def test_gather_pooler_without_boxes_gives_empty_connected_output():
+    pooler = GatherROIPooler(7, (1 / 4, 1 / 8, 1 / 16, 1 / 32), 0, "ROIAlignV2")
+    x = [t.requires_grad_() for t in _pyramid()]
+    out = pooler(x, [Boxes(torch.zeros(0, 4)), Boxes(torch.zeros(0, 4))])
+    assert out.shape == (0, 5, 7, 7)
+    out.sum().backward()
+    assert all(t.grad is not None and not t.grad.any() for t in x)
+
+
+def test_box_head_tail_of_trunk_is_the_head():
+    head = FCDropoutBoxHead(ShapeSpec(channels=4, height=3, width=3), fc_dims=[16, 8], dropout=0.5)
+    head.train()
+    x = torch.randn(6, 4, 3, 3)
+    trunk, tail = head.trunk_and_tail()
+    torch.manual_seed(3)
+    expected = head(x)
+    torch.manual_seed(3)
+    torch.testing.assert_close(tail(trunk(x)), expected)
+
+
+def test_gather_pooler_and_shared_box_trunk_keep_the_losses(model):
+    """SeldROIHeads' fast paths (GatherROIPooler; the distance head reusing the box head's fc1
+    output) give the losses and gradients of the plain ones (ROIPooler; pooling again)."""
+    heads = model.roi_heads
+    assert isinstance(heads.box_pooler, GatherROIPooler)
+    assert isinstance(heads.energy_pooler, GatherROIPooler)
+    fast = heads.box_pooler, heads.energy_pooler, heads.box_head
+    plain = (
+        ROIPooler(7, (1 / 4, 1 / 8, 1 / 16, 1 / 32), 0, "ROIAlignV2"),
+        ROIPooler(14, (1 / 4, 1 / 8, 1 / 16, 1 / 32), 0, "ROIAlignV2"),
+        # The same modules without trunk_and_tail(): the distance head pools and runs fc1 again.
+        torch.nn.Sequential(OrderedDict(heads.box_head.named_children())),
+    )
+
+    def step(modules):
+        heads.box_pooler, heads.energy_pooler, heads.box_head = modules
+        model.train()
+        model.zero_grad(set_to_none=True)
+        torch.manual_seed(7)
+        with EventStorage():
+            losses = model(batch())
+        sum(losses.values()).backward()
+        grads = {n: p.grad for n, p in model.named_parameters() if p.grad is not None}
+        model.zero_grad(set_to_none=True)
+        return losses, grads
+
+    try:
+        ref_losses, ref_grads = step(plain)
+        losses, grads = step(fast)
+    finally:
+        heads.box_pooler, heads.energy_pooler, heads.box_head = fast
+    for name, value in ref_losses.items():
+        torch.testing.assert_close(losses[name], value, rtol=1e-4, atol=1e-6, msg=name)
+    assert grads.keys() == ref_grads.keys()
+    for name, g in ref_grads.items():
+        err = (grads[name] - g).norm() / g.norm().clamp(min=1e-12)
+        assert err < 1e-2, (name, err)

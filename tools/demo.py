@@ -46,10 +46,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     p.add_argument("--train-clips", type=int, default=6, help="training scenes (default 6)")
     p.add_argument("--test-clips", type=int, default=2, help="test scenes (default 2)")
-    p.add_argument("--seconds", type=float, default=30.0, help="length of each scene (default 30 s)")
+    p.add_argument("--seconds", type=float, default=30.0, help="length of a training scene (default 30 s)")
+    p.add_argument("--test-seconds", type=float, default=20.0, help="length of a test scene (default 20 s)")
     p.add_argument("--epochs", type=int, default=None, help="detector epochs (default: the config's)")
     p.add_argument("--uplam", default=None, help="UpLAM checkpoint to use instead of training one")
-    p.add_argument("--uplam-epochs", type=int, default=4, help="UpLAM training epochs (default 4)")
+    p.add_argument("--uplam-epochs", type=int, default=2, help="UpLAM training epochs (default 2)")
     p.add_argument(
         "--uplam-clips", type=int, default=2, help="scenes per split UpLAM trains/validates on (default 2)"
     )
@@ -94,11 +95,15 @@ def main(argv: list[str] | None = None) -> int:
         timings[name] = round(time.perf_counter() - since, 1)
         return time.perf_counter()
 
-    step(f"[1/6] synthesising {args.train_clips}+{args.test_clips} scenes of {args.seconds:g} s into {root}")
+    step(
+        f"[1/6] synthesising {args.train_clips} training scenes of {args.seconds:g} s and "
+        f"{args.test_clips} test scenes of {args.test_seconds:g} s into {root}"
+    )
     t = time.perf_counter()
-    config = scene_config(args.seconds)
-    synthesize_split(root, TRAIN, args.train_clips, args.seed, config)
-    test_clips = synthesize_split(root, TEST, args.test_clips, args.seed + 1000, config)
+    synthesize_split(root, TRAIN, args.train_clips, args.seed, scene_config(args.seconds))
+    test_clips = synthesize_split(
+        root, TEST, args.test_clips, args.seed + 1000, scene_config(args.test_seconds)
+    )
     t = lap("synthesis", t)
 
     if args.uplam:

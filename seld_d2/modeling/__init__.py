@@ -1,5 +1,6 @@
 """seld_d2's Detectron2 model: the dual-modality ResNet-FPN backbone, the ``SeldRCNN``
-meta-architecture, ``SeldROIHeads`` and the energy / full-map / distance heads.
+meta-architecture, ``SeldROIHeads`` and the energy / full-map / distance heads, and
+``GatherROIPooler`` (Detectron2's ROIAlign pooling as a weighted gather, for CPU training).
 
 Importing this package registers them in Detectron2's registries (and in the new
 ``ENERGY_HEAD_REGISTRY``, ``FULLMAP_HEAD_REGISTRY``, ``DISTANCE_HEAD_REGISTRY``).
@@ -17,6 +18,7 @@ from .energy_head import (
 )
 from .fullmap_head import FULLMAP_HEAD_REGISTRY, FullMapHead, build_fullmap_head
 from .meta_arch import SeldRCNN
+from .poolers import GatherROIPooler, roi_align_operator
 from .roi_heads import (
     FCDropoutBoxHead,
     FocalFastRCNNOutputLayers,
@@ -35,6 +37,7 @@ __all__ = [
     "FCDropoutBoxHead",
     "FocalFastRCNNOutputLayers",
     "FullMapHead",
+    "GatherROIPooler",
     "SeldRCNN",
     "SeldROIHeads",
     "add_seld_model_config",
@@ -46,5 +49,6 @@ __all__ = [
     "crop_energy_targets",
     "energy_mse_loss",
     "inverse_frequency_weights",
+    "roi_align_operator",
     "softmax_focal_loss",
 ]

@@ -31,6 +31,11 @@ def add_seld_model_config(cfg: CN) -> CN:
     # Per-class weights of the classification loss, one per foreground class (background
     # weight is 1). Empty = uniform. See roi_heads.inverse_frequency_weights.
     cfg.MODEL.ROI_HEADS.CLASS_WEIGHTS = []
+    # RoI poolers (box and energy) of SeldROIHeads: GatherROIPooler, Detectron2's ROIAlign /
+    # ROIAlignV2 computed as one weighted gather on CPU (same values up to float rounding; in
+    # CPU training an order of magnitude faster than torchvision's roi_align backward; CUDA
+    # unchanged). False = Detectron2's ROIPooler.
+    cfg.MODEL.ROI_HEADS.GATHER_POOLER = True
 
     # ---- energy mask head (seld_d2.modeling.energy_head) ----------------------------------------
     # Predict a 28x28 energy map per RoI (trained on foreground proposals).

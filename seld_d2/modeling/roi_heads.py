@@ -6,6 +6,8 @@
 - :class:`SeldROIHeads` (``ROI_HEADS_REGISTRY``): box branch with that predictor, the energy
   mask head (``MODEL.ENERGY_ON``) and the distance head (``MODEL.DISTANCE_ON``), both trained
   on foreground proposals. Any Detectron2 R-CNN can use it through ``MODEL.ROI_HEADS.NAME``.
+  Its RoI poolers are :class:`~seld_d2.modeling.poolers.GatherROIPooler` (the same ROIAlign,
+  faster on CPU) unless ``MODEL.ROI_HEADS.GATHER_POOLER`` is off.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from detectron2.structures import ImageList, Instances
 
 from .distance_head import build_distance_head
 from .energy_head import build_energy_head, crop_energy_targets
+from .poolers import GatherROIPooler
 
 
 def softmax_focal_loss(
@@ -80,6 +83,14 @@ class FCDropoutBoxHead(nn.Sequential):
     @property
     def output_shape(self) -> ShapeSpec:
         return ShapeSpec(channels=self._output_size)
+
+    def trunk_and_tail(self) -> tuple[nn.Sequential, nn.Sequential]:
+        """The head split before its first dropout: ``head(x) == tail(trunk(x))``. ``trunk``
+        (flatten, fc1, ReLU) draws no random numbers, so rows of one ``trunk`` output can go
+        through ``tail`` twice, each time with its own dropout masks."""
+        layers = list(self)
+        k = next((i for i, m in enumerate(layers) if isinstance(m, nn.Dropout)), len(layers))
+        return nn.Sequential(*layers[:k]), nn.Sequential(*layers[k:])
 
 
 class FocalFastRCNNOutputLayers(FastRCNNOutputLayers):
@@ -142,7 +153,11 @@ class SeldROIHeads(StandardROIHeads):
     (cm) when the distance head is on. Predictions gain ``pred_energy`` (R, M, M) in [0, 1]
     (the map inside each box) and ``pred_distance`` (R,) in cm. The distance head reads the
     box head's features (``box_pooler`` + ``box_head``) of each foreground proposal or
-    predicted box.
+    predicted box. In training, with a box head that has ``trunk_and_tail()`` (like
+    :class:`FCDropoutBoxHead`), the foreground rows of the box branch's trunk output (pooled
+    features through fc1 + ReLU) go through the head's tail again for the distance head,
+    instead of pooling and running fc1 a second time: the same function of the same features,
+    with the same dropout draws in the same order.
     """
 
     @configurable
@@ -177,6 +192,14 @@ class SeldROIHeads(StandardROIHeads):
     def _init_box_head(cls, cfg, input_shape):
         ret = super()._init_box_head(cfg, input_shape)
         ret["box_predictor"] = FocalFastRCNNOutputLayers(cfg, ret["box_head"].output_shape)
+        if cfg.MODEL.ROI_HEADS.GATHER_POOLER:
+            head = cfg.MODEL.ROI_BOX_HEAD
+            ret["box_pooler"] = GatherROIPooler(
+                output_size=head.POOLER_RESOLUTION,
+                scales=tuple(1.0 / input_shape[k].stride for k in ret["box_in_features"]),
+                sampling_ratio=head.POOLER_SAMPLING_RATIO,
+                pooler_type=head.POOLER_TYPE,
+            )
         return ret
 
     @classmethod
@@ -186,7 +209,7 @@ class SeldROIHeads(StandardROIHeads):
         in_features = cfg.MODEL.ROI_HEADS.IN_FEATURES
         head = cfg.MODEL.ENERGY_HEAD
         resolution = head.POOLER_RESOLUTION
-        pooler = ROIPooler(
+        pooler = (GatherROIPooler if cfg.MODEL.ROI_HEADS.GATHER_POOLER else ROIPooler)(
             output_size=resolution,
             scales=tuple(1.0 / input_shape[k].stride for k in in_features),
             sampling_ratio=head.POOLER_SAMPLING_RATIO,
@@ -220,11 +243,23 @@ class SeldROIHeads(StandardROIHeads):
             targets = [_without_energy(t) for t in targets]
         proposals = self.label_and_sample_proposals(proposals, targets)
         del targets
-        losses = self._forward_box(features, proposals)
+        shared = None
+        split = getattr(self.box_head, "trunk_and_tail", None)
+        # With train_on_pred_boxes the proposal boxes change inside _forward_box, so the
+        # distance head must pool its own.
+        if self.distance_on and split is not None and not self.train_on_pred_boxes:
+            trunk, tail = split()
+            boxes = [x.proposal_boxes for x in proposals]
+            trunk_out = trunk(self.box_pooler([features[f] for f in self.box_in_features], boxes))
+            predictions = self.box_predictor(tail(trunk_out))
+            losses = self.box_predictor.losses(predictions, proposals)
+            shared = (trunk_out, tail)
+        else:
+            losses = self._forward_box(features, proposals)
         losses.update(self._forward_mask(features, proposals))
         losses.update(self._forward_keypoint(features, proposals))
         losses.update(self._forward_energy(features, proposals, energy_maps))
-        losses.update(self._forward_distance(features, proposals))
+        losses.update(self._forward_distance(features, proposals, shared))
         return proposals, losses
 
     def forward_with_given_boxes(
@@ -253,13 +288,24 @@ class SeldROIHeads(StandardROIHeads):
         targets = crop_energy_targets(energy_maps, instances, 2 * self.energy_pooler.output_size[0])
         return self.energy_head(x, instances, targets)
 
-    def _forward_distance(self, features: dict[str, torch.Tensor], instances: list[Instances]):
+    def _forward_distance(
+        self,
+        features: dict[str, torch.Tensor],
+        instances: list[Instances],
+        shared: tuple[torch.Tensor, nn.Module] | None = None,
+    ):
         """Training: ``{"loss_distance"}`` on the foreground proposals. Inference: sets
-        ``pred_distance`` on ``instances`` and returns them."""
+        ``pred_distance`` on ``instances`` and returns them. ``shared``: (the box head's trunk
+        output for all of ``instances``, the head's tail), in training; its foreground rows
+        are then reused."""
         if not self.distance_on:
             return {} if self.training else instances
         if self.training:
-            instances, _ = select_foreground_proposals(instances, self.num_classes)
-        boxes = [x.proposal_boxes if self.training else x.pred_boxes for x in instances]
-        x = self.box_head(self.box_pooler([features[f] for f in self.box_in_features], boxes))
+            instances, fg_masks = select_foreground_proposals(instances, self.num_classes)
+        if self.training and shared is not None:
+            trunk_out, tail = shared
+            x = tail(trunk_out[cat(fg_masks)])
+        else:
+            boxes = [x.proposal_boxes if self.training else x.pred_boxes for x in instances]
+            x = self.box_head(self.box_pooler([features[f] for f in self.box_in_features], boxes))
         return self.distance_head(x, instances)
