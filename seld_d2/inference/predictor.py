@@ -16,7 +16,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from ..data.mapper import SeldDatasetMapper
-from .postprocess import Detection
+from .postprocess import Detection, to_detections
 
 logger = logging.getLogger(__name__)
 
@@ -55,18 +55,7 @@ def instances_to_detections(frame: int, instances) -> list[Detection]:
         if instances.has("pred_distance")
         else np.full(n, np.nan, np.float32)
     )
-    order = np.argsort(-scores, kind="stable")
-    return [
-        Detection(
-            frame=int(frame),
-            box=boxes[i],
-            score=float(scores[i]),
-            category_id=int(classes[i]),
-            energy=energy[i],
-            distance=float(distance[i]),
-        )
-        for i in order
-    ]
+    return to_detections(frame, boxes, scores, classes, energy, distance, np.argsort(-scores, kind="stable"))
 
 
 class SeldPredictor:
