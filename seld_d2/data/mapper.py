@@ -16,6 +16,7 @@ from collections import OrderedDict
 
 import numpy as np
 import torch
+from torch.utils.data import DataLoader, Dataset
 
 from detectron2.config import configurable
 from detectron2.data import transforms as T
@@ -163,3 +164,35 @@ class SeldDatasetMapper:
             energy.max(axis=0) if maps else np.zeros((height, width), np.float32)
         )
         return record
+
+
+class MappedRecords(Dataset):
+    """Frame records mapped on access by ``mapper`` (e.g. a ``SeldDatasetMapper``)."""
+
+    def __init__(self, records: list[dict], mapper):
+        self.records, self.mapper = records, mapper
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def __getitem__(self, i: int) -> dict:
+        return self.mapper(self.records[i])
+
+
+def list_collate(batch: list[dict]) -> list[dict]:
+    """Detectron2 models take a batch as the list of its input dicts."""
+    return batch
+
+
+def frame_loader(
+    records: list[dict], mapper, batch_size: int, num_workers: int = 0, pin_memory: bool = False
+) -> DataLoader:
+    """The records, mapped, in order, in batches (lists of input dicts): test-time loading."""
+    return DataLoader(
+        MappedRecords(records, mapper),
+        batch_size=max(1, batch_size),
+        shuffle=False,
+        num_workers=num_workers,
+        collate_fn=list_collate,
+        pin_memory=pin_memory,
+    )

@@ -24,7 +24,7 @@ from detectron2.engine import DefaultTrainer, hooks
 from detectron2.utils import comm
 from detectron2.utils.events import CommonMetricPrinter, JSONWriter, TensorboardXWriter
 
-from ..data.mapper import SeldDatasetMapper
+from ..data.mapper import SeldDatasetMapper, frame_loader, list_collate
 from ..data.sampler import ClassBalancedFrameSampler, SequentialFrameSampler, class_frequencies
 from ..modeling.roi_heads import inverse_frequency_weights
 from ..utils.io import atomic_open
@@ -74,19 +74,6 @@ class _SeededFrames(Dataset):
         return self.mapper(self.records[index])
 
 
-class _Frames(Dataset):
-    """Records mapped on access (test-time loading)."""
-
-    def __init__(self, records: list[dict], mapper):
-        self.records, self.mapper = records, mapper
-
-    def __len__(self) -> int:
-        return len(self.records)
-
-    def __getitem__(self, i: int) -> dict:
-        return self.mapper(self.records[i])
-
-
 class _Positioned(Sampler):
     """(record index, global draw position) pairs of an infinite index sampler, from ``start``."""
 
@@ -101,10 +88,6 @@ class _Positioned(Sampler):
         for index in it:
             yield index, position
             position += 1
-
-
-def _collate(batch: list[dict]) -> list[dict]:
-    return batch
 
 
 def iters_per_epoch(cfg, num_train_frames: int) -> int:
@@ -143,7 +126,7 @@ def build_seld_train_loader(cfg, records: list[dict], start_iter: int = 0) -> Da
         batch_size=batch,
         sampler=positioned,
         num_workers=cfg.DATALOADER.NUM_WORKERS,
-        collate_fn=_collate,
+        collate_fn=list_collate,
         persistent_workers=cfg.DATALOADER.NUM_WORKERS > 0,
         # Its own generator: creating the iterator must not draw from the global torch RNG, whose
         # state a resumed run restores from the checkpoint.
@@ -217,13 +200,8 @@ class SeldTrainer(DefaultTrainer):
         sequences = sorted({r["sequence"] for r in records})
         mine = set(sequences[comm.get_rank() :: comm.get_world_size()])
         records = [r for r in records if r["sequence"] in mine]
-        return DataLoader(
-            _Frames(records, SeldDatasetMapper(cfg, is_train=False)),
-            batch_size=max(1, cfg.SELD.INFER.BATCH_SIZE),
-            shuffle=False,
-            num_workers=cfg.DATALOADER.NUM_WORKERS,
-            collate_fn=_collate,
-        )
+        mapper = SeldDatasetMapper(cfg, is_train=False)
+        return frame_loader(records, mapper, cfg.SELD.INFER.BATCH_SIZE, cfg.DATALOADER.NUM_WORKERS)
 
     @classmethod
     def build_evaluator(cls, cfg, dataset_name: str, output_folder: str | None = None):

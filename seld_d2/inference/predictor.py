@@ -13,27 +13,12 @@ from collections.abc import Iterable, Iterator
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader
 
-from ..data.mapper import SeldDatasetMapper
+from ..data.mapper import SeldDatasetMapper, frame_loader
 from .postprocess import Detection, to_detections
 
 logger = logging.getLogger(__name__)
-
-
-class _MappedFrames(Dataset):
-    def __init__(self, records: list[dict], mapper):
-        self.records, self.mapper = records, mapper
-
-    def __len__(self) -> int:
-        return len(self.records)
-
-    def __getitem__(self, i: int) -> dict:
-        return self.mapper(self.records[i])
-
-
-def _as_list(batch: list[dict]) -> list[dict]:
-    return batch
 
 
 def instances_to_detections(frame: int, instances) -> list[Detection]:
@@ -87,15 +72,7 @@ class SeldPredictor:
     def loader(self, records: list[dict], num_workers: int | None = None) -> DataLoader:
         """Mapped frames in model-sized batches, in record order."""
         workers = self.num_workers if num_workers is None else num_workers
-        return DataLoader(
-            _MappedFrames(records, self.mapper),
-            batch_size=self.batch_size,
-            shuffle=False,
-            num_workers=workers,
-            collate_fn=_as_list,
-            pin_memory=self.device.type == "cuda",
-            persistent_workers=False,
-        )
+        return frame_loader(records, self.mapper, self.batch_size, workers, self.device.type == "cuda")
 
     @torch.no_grad()
     def run_batch(self, inputs: list[dict]) -> list[dict]:
