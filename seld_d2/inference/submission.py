@@ -7,6 +7,8 @@ import logging
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
+import numpy as np
+
 from ..data.labels import Annotation
 from .export import thin_to_limit
 from .postprocess import Detection, select_detections
@@ -93,8 +95,6 @@ class ClipExporter:
         """One frame's detections after the score thresholds and class-wise NMS."""
         if not detections:
             return []
-        import numpy as np
-
         keep = select_detections(
             np.stack([d.box for d in detections]),
             np.array([d.score for d in detections], np.float32),
