@@ -427,3 +427,75 @@ def test_gather_pooler_and_shared_box_trunk_keep_the_losses(model):
     for name, g in ref_grads.items():
         err = (grads[name] - g).norm() / g.norm().clamp(min=1e-12)
         assert err < 1e-2, (name, err)
+
+
+def test_inference_distance_reads_the_features_of_each_detections_proposal(model):
+    """In inference the distance head gets the box head's features of the proposal each
+    detection came from (Detectron2's kept indices), not a second pooling of the detected box."""
+    model.eval()
+    heads = model.roi_heads
+    with torch.no_grad():
+        images = model.preprocess_image(batch(with_targets=False))
+        features = model.backbone(images.tensor)
+        proposals, _ = model.proposal_generator(images, features, None)
+        detections = heads._inference(features, proposals)
+        pooled = heads.box_pooler(
+            [features[f] for f in heads.box_in_features], [p.proposal_boxes for p in proposals]
+        )
+        box_features = heads.box_head(pooled)
+        _, kept = heads.box_predictor.inference(heads.box_predictor(box_features), proposals)
+    start = 0
+    for det, prop, k in zip(detections, proposals, kept, strict=True):
+        expected = heads.distance_head.layers(box_features[start + k]) * heads.distance_head.normaliser
+        torch.testing.assert_close(det.pred_distance, expected)
+        start += len(prop)
+    assert sum(len(d) for d in detections) > 0
+
+
+def test_proposal_rows_map_indices_past_non_finite_proposals():
+    from seld_d2.modeling.roi_heads import _proposal_rows
+
+    boxes = (torch.zeros(3, 8), torch.zeros(4, 8))
+    scores = (torch.zeros(3, 3), torch.zeros(4, 3))
+    kept = [torch.tensor([2, 0]), torch.tensor([1, 3])]
+    assert _proposal_rows(boxes, scores, kept).tolist() == [2, 0, 4, 6]
+    boxes[1][1, 0] = float("nan")  # image 1 proposal 1 is dropped: kept indices count 0, 2, 3
+    scores[0][0, 2] = float("inf")  # image 0 proposal 0 is dropped: kept indices count 1, 2
+    kept = [torch.tensor([1, 0]), torch.tensor([1, 2])]
+    assert _proposal_rows(boxes, scores, kept).tolist() == [2, 1, 5, 6]
+
+
+def test_inference_without_full_map(model):
+    model.eval()
+    with torch.no_grad():
+        full = model(batch(with_targets=False))
+        lean = model.inference(batch(with_targets=False), fullmap=False)
+    for a, b in zip(full, lean, strict=True):
+        assert set(b) == {"instances"}
+        torch.testing.assert_close(b["instances"].pred_distance, a["instances"].pred_distance)
+        torch.testing.assert_close(b["instances"].pred_energy, a["instances"].pred_energy)
+
+
+def test_predictor_score_floor_keeps_the_detections_above_it(model):
+    """SeldPredictor raises the box predictor's threshold to the lowest SELD.INFER threshold
+    for one call: the detections at or above it are exactly those of the unraised model."""
+    from seld_d2.inference.predictor import SeldPredictor
+
+    cfg = small_cfg()
+    predictor = SeldPredictor(cfg, model=model)
+    threshold = model.roi_heads.box_predictor.test_score_thresh
+    inputs = batch(with_targets=False)
+    everything = predictor.run_batch(inputs)
+    scores = torch.cat([o["instances"].scores for o in everything])
+    floor = float(scores.median())
+    assert (scores > floor).any() and (scores <= floor).any()
+    raised = predictor.run_batch(inputs, score_floor=floor)
+    assert model.roi_heads.box_predictor.test_score_thresh == threshold  # restored
+    for a, b in zip(everything, raised, strict=True):
+        a, b = a["instances"], b["instances"]
+        a = a[a.scores > floor]
+        assert len(a) == len(b)
+        for name in ("scores", "pred_classes", "pred_energy", "pred_distance"):
+            torch.testing.assert_close(b.get(name), a.get(name), msg=name)
+        torch.testing.assert_close(b.pred_boxes.tensor, a.pred_boxes.tensor)
+    assert predictor.score_floor < cfg.SELD.INFER.SCORE_THRESH

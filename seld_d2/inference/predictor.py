@@ -16,6 +16,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from ..data.mapper import SeldDatasetMapper, frame_loader
+from ..modeling.meta_arch import SeldRCNN
 from .postprocess import Detection, to_detections
 
 logger = logging.getLogger(__name__)
@@ -68,6 +69,11 @@ class SeldPredictor:
         self.batch_size = max(1, int(cfg.SELD.INFER.BATCH_SIZE))
         self.mapper = SeldDatasetMapper(cfg, is_train=False)
         self.num_workers = int(cfg.DATALOADER.NUM_WORKERS)
+        c = cfg.SELD.INFER
+        # Just below the lowest score the post-processing can keep (it keeps scores >= its
+        # thresholds in float32; Detectron2 keeps scores > its threshold).
+        lowest = min([float(c.SCORE_THRESH), *(float(v) for _, v in c.CLASS_SCORE_THRESH)])
+        self.score_floor = float(np.nextafter(np.float32(lowest), np.float32(-np.inf)))
 
     def loader(self, records: list[dict], num_workers: int | None = None) -> DataLoader:
         """Mapped frames in model-sized batches, in record order."""
@@ -75,15 +81,33 @@ class SeldPredictor:
         return frame_loader(records, self.mapper, self.batch_size, workers, self.device.type == "cuda")
 
     @torch.no_grad()
-    def run_batch(self, inputs: list[dict]) -> list[dict]:
-        """The model's outputs for one batch of mapped frames (``{"instances", "fullmap"}``)."""
-        with torch.autocast("cuda", enabled=self.amp):
-            return self.model(inputs)
+    def run_batch(self, inputs: list[dict], score_floor: float | None = None) -> list[dict]:
+        """The model's outputs for one batch of mapped frames (``{"instances"}``; a SeldRCNN's
+        full-map head is skipped: the exporter does not use it).
+
+        ``score_floor``: for this call, the box predictor's test score threshold is raised to it
+        (never lowered), so that the energy and distance heads run only on detections that can
+        pass it. Dropping boxes below a score cannot change which boxes above it survive the
+        class-wise NMS and the per-image top-k, so the detections at or above it are the same.
+        """
+        predictor = getattr(getattr(self.model, "roi_heads", None), "box_predictor", None)
+        saved = getattr(predictor, "test_score_thresh", None)
+        if score_floor is not None and saved is not None and score_floor > saved:
+            predictor.test_score_thresh = score_floor
+        try:
+            with torch.autocast("cuda", enabled=self.amp):
+                if isinstance(self.model, SeldRCNN):
+                    return self.model.inference(inputs, fullmap=False)
+                return self.model(inputs)
+        finally:
+            if saved is not None:
+                predictor.test_score_thresh = saved
 
     def predict(self, batches: Iterable[list[dict]]) -> Iterator[tuple[dict, list[Detection]]]:
-        """For every mapped frame of ``batches``: (its record fields, its detections)."""
+        """For every mapped frame of ``batches``: (its record fields, its detections with a
+        score the ``SELD.INFER`` thresholds can keep; see :meth:`run_batch`)."""
         for inputs in batches:
-            for x, out in zip(inputs, self.run_batch(inputs), strict=True):
+            for x, out in zip(inputs, self.run_batch(inputs, self.score_floor), strict=True):
                 meta = {k: v for k, v in x.items() if k != "image"}
                 yield meta, instances_to_detections(x["frame_index"], out["instances"])
 

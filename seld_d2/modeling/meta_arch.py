@@ -89,11 +89,13 @@ class SeldRCNN(GeneralizedRCNN):
         batched_inputs: list[dict],
         detected_instances: list[Instances] | None = None,
         do_postprocess: bool = True,
+        fullmap: bool = True,
     ):
         """With ``do_postprocess``: per image ``{"instances": Instances(pred_boxes, scores,
         pred_classes, pred_energy (R, M, M), pred_distance (R,) cm), "fullmap": (height, width)}``
-        (plus nothing else), boxes in the ``height`` x ``width`` frame. Otherwise the raw
-        per-image ``Instances`` in the network's input frame (no full map)."""
+        (plus nothing else), boxes in the ``height`` x ``width`` frame; without ``fullmap`` the
+        full-map head is not run and ``"fullmap"`` is absent. Otherwise the raw per-image
+        ``Instances`` in the network's input frame (no full map)."""
         assert not self.training
         images = self.preprocess_image(batched_inputs)
         features = self.backbone(images.tensor)
@@ -109,7 +111,7 @@ class SeldRCNN(GeneralizedRCNN):
         if not do_postprocess:
             return results
 
-        fullmaps = self.fullmap_head(features)[0] if self.fullmap_head is not None else None
+        fullmaps = self.fullmap_head(features)[0] if fullmap and self.fullmap_head is not None else None
         outputs = []
         for i, (instances, x, (h, w)) in enumerate(
             zip(results, batched_inputs, images.image_sizes, strict=True)

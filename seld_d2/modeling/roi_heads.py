@@ -23,6 +23,7 @@ from detectron2.layers import ShapeSpec, cat
 from detectron2.modeling import ROI_BOX_HEAD_REGISTRY, ROI_HEADS_REGISTRY, StandardROIHeads
 from detectron2.modeling.poolers import ROIPooler
 from detectron2.modeling.roi_heads import FastRCNNOutputLayers, select_foreground_proposals
+from detectron2.modeling.roi_heads.fast_rcnn import fast_rcnn_inference
 from detectron2.structures import ImageList, Instances
 
 from .distance_head import build_distance_head
@@ -145,6 +146,23 @@ def _without_energy(targets: Instances) -> Instances:
     return out
 
 
+def _proposal_rows(
+    boxes: tuple[torch.Tensor, ...], scores: tuple[torch.Tensor, ...], kept: list[torch.Tensor]
+) -> torch.Tensor:
+    """Rows, in the concatenated proposals of all images, of the detections that
+    ``fast_rcnn_inference(boxes, scores, ...)`` returned with indices ``kept``.
+
+    Those indices count only an image's proposals with finite boxes and scores (it drops the
+    others first), so they are mapped back when any was dropped."""
+    finite = torch.isfinite(cat(boxes)).all(dim=1) & torch.isfinite(cat(scores)).all(dim=1)
+    counts = [len(b) for b in boxes]
+    if bool(finite.all()):
+        starts = np.cumsum([0, *counts[:-1]]).tolist()
+        return cat([k + start for k, start in zip(kept, starts, strict=True)])
+    rows = torch.arange(len(finite), device=finite.device)
+    return cat([r[f][k] for r, f, k in zip(rows.split(counts), finite.split(counts), kept, strict=True)])
+
+
 @ROI_HEADS_REGISTRY.register()
 class SeldROIHeads(StandardROIHeads):
     """``StandardROIHeads`` with a focal-loss box predictor, an energy head and a distance head.
@@ -152,8 +170,9 @@ class SeldROIHeads(StandardROIHeads):
     Targets need ``gt_energy`` (N, H, W) when the energy head is on and ``gt_distance`` (N,)
     (cm) when the distance head is on. Predictions gain ``pred_energy`` (R, M, M) in [0, 1]
     (the map inside each box) and ``pred_distance`` (R,) in cm. The distance head reads the
-    box head's features (``box_pooler`` + ``box_head``) of each foreground proposal or
-    predicted box. In training, with a box head that has ``trunk_and_tail()`` (like
+    box head's features (``box_pooler`` + ``box_head``) of each foreground proposal in
+    training, of the proposal each detection came from in inference, and of the given boxes in
+    :meth:`forward_with_given_boxes`. In training, with a box head that has ``trunk_and_tail()`` (like
     :class:`FCDropoutBoxHead`), the foreground rows of the box branch's trunk output (pooled
     features through fc1 + ReLU) go through the head's tail again for the distance head,
     instead of pooling and running fc1 a second time: the same function of the same features,
@@ -231,8 +250,7 @@ class SeldROIHeads(StandardROIHeads):
     ) -> tuple[list[Instances], dict[str, torch.Tensor]]:
         del images
         if not self.training:
-            pred_instances = self._forward_box(features, proposals)
-            return self.forward_with_given_boxes(features, pred_instances), {}
+            return self._inference(features, proposals), {}
 
         assert targets, "'targets' argument is required during training"
         energy_maps = None
@@ -261,6 +279,29 @@ class SeldROIHeads(StandardROIHeads):
         losses.update(self._forward_energy(features, proposals, energy_maps))
         losses.update(self._forward_distance(features, proposals, shared))
         return proposals, losses
+
+    def _inference(self, features: dict[str, torch.Tensor], proposals: list[Instances]) -> list[Instances]:
+        """Detections from proposals. The distance head reads the box head's features of the
+        proposal each detection came from (as in training, where it reads those of the
+        foreground proposals), so the detections are not pooled and run through the box head a
+        second time; the energy head pools the detected boxes."""
+        box_features = self.box_head(
+            self.box_pooler(
+                [features[f] for f in self.box_in_features], [x.proposal_boxes for x in proposals]
+            )
+        )
+        predictions = self.box_predictor(box_features)
+        p = self.box_predictor
+        boxes, scores = p.predict_boxes(predictions, proposals), p.predict_probs(predictions, proposals)
+        instances, kept = fast_rcnn_inference(
+            boxes, scores, [x.image_size for x in proposals], p.test_score_thresh, p.test_nms_thresh,
+            p.test_topk_per_image,
+        )  # fmt: skip
+        instances = super().forward_with_given_boxes(features, instances)  # mask / keypoint heads
+        instances = self._forward_energy(features, instances)
+        if not self.distance_on:
+            return instances
+        return self.distance_head(box_features[_proposal_rows(boxes, scores, kept)], instances)
 
     def forward_with_given_boxes(
         self, features: dict[str, torch.Tensor], instances: list[Instances]
