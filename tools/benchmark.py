@@ -254,7 +254,9 @@ def bench_train(args: argparse.Namespace) -> dict:
     import seld_d2  # noqa: F401
     from seld_d2 import add_seld_config
     from seld_d2.data.mapper import SeldDatasetMapper
+    from seld_d2.engine.hooks import set_trainable_stages, trainable_stages
     from seld_d2.engine.param_groups import build_optimizer
+    from seld_d2.engine.trainer import unfreeze_schedule
 
     from detectron2.config import get_cfg
     from detectron2.modeling import build_model
@@ -273,6 +275,10 @@ def bench_train(args: argparse.Namespace) -> dict:
     torch.manual_seed(0)
     model = build_model(cfg)
     model.train()
+    stages = None
+    if args.epoch > 0:  # the backbone stages the unfreezing schedule trains at that epoch
+        stages = trainable_stages(args.epoch, unfreeze_schedule(cfg))
+        set_trainable_stages(model, stages)
     optimizer = build_optimizer(model, cfg)
     amp = cuda and not args.no_amp
     scaler = torch.amp.GradScaler("cuda", enabled=amp)
@@ -324,12 +330,15 @@ def bench_train(args: argparse.Namespace) -> dict:
         "device": torch.cuda.get_device_name() if cuda else "cpu",
         "threads": torch.get_num_threads(),
         "cudnn_benchmark": torch.backends.cudnn.benchmark,
+        "epoch": args.epoch,
+        "trainable_stages": sorted(stages) if stages is not None else "all",
         "forward_ms": breakdown,
         "model": "R50-FPN SeldRCNN, 19 channels, 180x360",
     }
     print(
         f"train: {result['img_per_s']} img/s at batch {args.batch} ({'AMP' if amp else 'fp32'}) on "
-        f"{result['device']}; data path (mapper, one process) {result['loader_frames_per_s']} frames/s"
+        f"{result['device']}, backbone stages trained: {result['trainable_stages']}; data path (mapper, "
+        f"one process) {result['loader_frames_per_s']} frames/s"
     )
     return result
 
@@ -508,6 +517,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     t.add_argument("--warmup", type=int, default=2, help="untimed iterations first (default 2)")
     t.add_argument("--no-amp", action="store_true", help="float32 on CUDA instead of mixed precision")
     t.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: all cores)")
+    t.add_argument(
+        "--epoch",
+        type=int,
+        default=7,
+        help="train the backbone stages the unfreezing schedule trains at this epoch (default 7: from "
+        "then on every stage but layer2, which the recipe never trains); 0 = every stage",
+    )
     t.add_argument("--profile", type=int, default=0, help="also profile this many steps (top operators)")
     t.add_argument(
         "--breakdown", type=int, default=0, help="also time the model's parts' forward passes over N steps"

@@ -33,6 +33,7 @@ import train_uplam  # noqa: E402
 import visualize  # noqa: E402
 
 import seld_d2  # noqa: F401, E402  (Pillow alias before detectron2)
+from seld_d2.data.classes import CLASS_NAMES, NUM_CLASSES, class_index  # noqa: E402
 from seld_d2.data.synth import SceneConfig, SynthConfig, synthesize_split  # noqa: E402
 from seld_d2.utils.io import atomic_open  # noqa: E402
 
@@ -48,6 +49,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--test-clips", type=int, default=2, help="test scenes (default 2)")
     p.add_argument("--seconds", type=float, default=30.0, help="length of a training scene (default 30 s)")
     p.add_argument("--test-seconds", type=float, default=20.0, help="length of a test scene (default 20 s)")
+    p.add_argument(
+        "--classes",
+        default="2,6,8,11",
+        help="sound classes of the scenes, ids or names, comma-separated, or 'all' (default 2,6,8,11: "
+        "Clapping, Walk/footsteps, Music, Bell; a few classes so that a few minutes of training see "
+        "each of them often)",
+    )
     p.add_argument("--epochs", type=int, default=None, help="detector epochs (default: the config's)")
     p.add_argument("--uplam", default=None, help="UpLAM checkpoint to use instead of training one")
     p.add_argument("--uplam-epochs", type=int, default=2, help="UpLAM training epochs (default 2)")
@@ -58,10 +66,19 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
-def scene_config(seconds: float) -> SynthConfig:
+def scene_config(seconds: float, classes: tuple[int, ...]) -> SynthConfig:
     """A few well-separated, long events per scene, so that minutes of training see each class."""
-    scene = SceneConfig(duration=seconds, min_events=3, max_events=5, max_overlap=2, min_separation_deg=45.0)
+    scene = SceneConfig(
+        duration=seconds, min_events=3, max_events=5, max_overlap=2, min_separation_deg=45.0, classes=classes
+    )
     return SynthConfig(scene=scene)
+
+
+def parse_classes(text: str) -> tuple[int, ...]:
+    """``"all"`` or comma-separated class ids/names -> sorted unique ids."""
+    if text.strip().lower() == "all":
+        return tuple(range(NUM_CLASSES))
+    return tuple(sorted({class_index(c.strip()) for c in text.split(",") if c.strip()}))
 
 
 def step(title: str) -> None:
@@ -86,6 +103,11 @@ def loss_curve(metrics_file: Path, path: Path) -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    try:
+        classes = parse_classes(args.classes)
+    except ValueError as e:
+        print(f"error: --classes: {e}", file=sys.stderr)
+        return 2
     out = Path(args.out).resolve()
     root = out / "data"
     t0 = time.perf_counter()
@@ -97,12 +119,13 @@ def main(argv: list[str] | None = None) -> int:
 
     step(
         f"[1/6] synthesising {args.train_clips} training scenes of {args.seconds:g} s and "
-        f"{args.test_clips} test scenes of {args.test_seconds:g} s into {root}"
+        f"{args.test_clips} test scenes of {args.test_seconds:g} s into {root}\n     classes: "
+        + ", ".join(CLASS_NAMES[c] for c in classes)
     )
     t = time.perf_counter()
-    synthesize_split(root, TRAIN, args.train_clips, args.seed, scene_config(args.seconds))
+    synthesize_split(root, TRAIN, args.train_clips, args.seed, scene_config(args.seconds, classes))
     test_clips = synthesize_split(
-        root, TEST, args.test_clips, args.seed + 1000, scene_config(args.test_seconds)
+        root, TEST, args.test_clips, args.seed + 1000, scene_config(args.test_seconds, classes)
     )
     t = lap("synthesis", t)
 

@@ -62,6 +62,20 @@ def trainable_stages(epoch: int, schedule: dict[str, int]) -> set[str]:
     return {s for s, start in schedule.items() if 0 < start <= epoch}
 
 
+def set_trainable_stages(model: nn.Module, stages: set[str]) -> None:
+    """``requires_grad`` of the backbone stages: on for ``stages``, off for the others; batch-norm
+    layers of frozen stages go to eval mode (they keep their statistics). Parts outside the
+    stages (FPN, RPN, heads) are left as they are."""
+    for name, p in model.named_parameters():
+        stage = backbone_stage(name)
+        if stage is not None:
+            p.requires_grad_(stage in stages)
+    for name, m in model.named_modules():
+        stage = backbone_stage(name)
+        if stage is not None and isinstance(m, nn.modules.batchnorm._BatchNorm):
+            m.train(stage in stages and model.training)
+
+
 @contextlib.contextmanager
 def frozen_statistics(model: nn.Module) -> Iterator[None]:
     """Batch-norm and dropout layers in eval mode (the model itself stays in training mode so
@@ -89,14 +103,7 @@ class ProgressiveUnfreezing(HookBase):
         self.grace_until = 0  # last epoch of the running grace period
 
     def apply(self, model: nn.Module, stages: set[str]) -> None:
-        for name, p in model.named_parameters():
-            stage = backbone_stage(name)
-            if stage is not None:
-                p.requires_grad_(stage in stages)
-        for name, m in model.named_modules():
-            stage = backbone_stage(name)
-            if stage is not None and isinstance(m, nn.modules.batchnorm._BatchNorm):
-                m.train(stage in stages and model.training)
+        set_trainable_stages(model, stages)
 
     def before_step(self) -> None:
         it = self.trainer.iter
