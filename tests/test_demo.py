@@ -28,3 +28,17 @@ def test_help_describes_the_steps(capsys):
         demo.main(["--help"])
     assert e.value.code == 0
     assert "--classes" in capsys.readouterr().out
+
+
+def test_pictures_show_frames_with_ground_truth(tmp_path):
+    import numpy as np
+
+    from seld_d2.data.labels import Annotation, write_labels
+
+    pts = np.array([[10, 10, 1.0], [11, 10, 0.5], [10, 11, 0.5]], np.float32)
+    write_labels(tmp_path / "a.json", [Annotation(k, 0, 2, 100.0, [pts]) for k in (3, 4, 9, 20, 21, 40)])
+    assert demo.frames_to_draw(tmp_path / "a.json") == [3, 9, 20, 40]  # positions 0, 2, 3, 5 of 6
+    write_labels(tmp_path / "b.json", [Annotation(7, 0, 2, 100.0, [pts])])
+    assert demo.frames_to_draw(tmp_path / "b.json") == [7]
+    write_labels(tmp_path / "c.json", [])
+    assert demo.frames_to_draw(tmp_path / "c.json") == [0]

@@ -23,6 +23,8 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
+
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # sibling tools
 
 import evaluate  # noqa: E402
@@ -34,6 +36,7 @@ import visualize  # noqa: E402
 
 import seld_d2  # noqa: F401, E402  (Pillow alias before detectron2)
 from seld_d2.data.classes import CLASS_NAMES, NUM_CLASSES, class_index  # noqa: E402
+from seld_d2.data.labels import load_labels  # noqa: E402
 from seld_d2.data.synth import SceneConfig, SynthConfig, synthesize_split  # noqa: E402
 from seld_d2.utils.io import atomic_open  # noqa: E402
 
@@ -79,6 +82,15 @@ def parse_classes(text: str) -> tuple[int, ...]:
     if text.strip().lower() == "all":
         return tuple(range(NUM_CLASSES))
     return tuple(sorted({class_index(c.strip()) for c in text.split(",") if c.strip()}))
+
+
+def frames_to_draw(label_file: Path, count: int = 4) -> list[int]:
+    """``count`` frames spread evenly over those with ground truth (frame 0 if none has any)."""
+    annotated = sorted({a.frame for a in load_labels(label_file)})
+    if not annotated:
+        return [0]
+    picks = np.linspace(0, len(annotated) - 1, min(count, len(annotated))).round().astype(int)
+    return sorted({annotated[i] for i in picks})
 
 
 def step(title: str) -> None:
@@ -186,9 +198,10 @@ def main(argv: list[str] | None = None) -> int:
     step("[6/6] pictures")
     curve = loss_curve(train_dir / "metrics.json", out / "loss_curve.png")
     seq = test_clips[0]
+    frames = frames_to_draw(root / "labels_dev" / TEST / f"{seq}_std.json")
     rc = visualize.main(
         ["--root", str(root), "--split", TEST, "--seq", seq, "--pred", str(submission),
-         "--every", "50", "--gif", "--features", "--out", str(out / "pictures")]
+         "--frames", ",".join(map(str, frames)), "--gif", "--features", "--out", str(out / "pictures")]
     )  # fmt: skip
     if rc:
         return rc
