@@ -26,6 +26,16 @@ from seld_d2.acoustics.render import render_plane_wave
 from seld_d2.acoustics.visibility import FRAME_RATE, visibilities
 
 FS = 24000
+TOOLS = Path(__file__).resolve().parent  # holds bench_metric.py
+
+
+def _sibling(name: str):
+    """A module of tools/, also when this file is imported from elsewhere (tests)."""
+    import importlib
+
+    if str(TOOLS) not in sys.path:
+        sys.path.insert(0, str(TOOLS))
+    return importlib.import_module(name)
 
 
 def _test_audio(frames: int, seed: int = 0) -> np.ndarray:
@@ -472,7 +482,7 @@ def bench_infer(args: argparse.Namespace) -> dict:
 
 
 def _bench_metric(args: argparse.Namespace) -> dict:
-    import bench_metric
+    bench_metric = _sibling("bench_metric")
 
     return bench_metric.bench_metric(args)
 
@@ -558,8 +568,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=str(Path(__file__).resolve().parents[1] / "configs/SELD/run3_mel16.yaml"),
         help="model config (default configs/SELD/run3_mel16.yaml)",
     )
-    import bench_metric
-
+    bench_metric = _sibling("bench_metric")
     bench_metric.add_arguments(sub.add_parser("metric", help="official metric: fast vs reference (s)"))
     return p.parse_args(argv)
 

@@ -57,9 +57,7 @@ class Annotation:
             "instance_id": int(self.instance_id),
             "category_id": int(self.category_id),
             "distance": float(self.distance),
-            "segmentation": [
-                [[_num(x), _num(y), round(float(v), 6)] for x, y, v in poly] for poly in self.polygons
-            ],
+            "segmentation": [_triplets(poly) for poly in self.polygons],
         }
         if self.score is not None:
             ann["score"] = round(float(self.score), 6)
@@ -70,6 +68,22 @@ def _num(value: float) -> int | float:
     """Integral coordinates are written as JSON integers (as STAIRS26 labels are)."""
     value = float(value)
     return int(value) if value.is_integer() else round(value, 3)
+
+
+def _coords(values: np.ndarray) -> list[int | float]:
+    """``[_num(x) for x in values]``, with one vectorised check for the usual all-integral case."""
+    values = values.astype(np.float64)
+    if np.all(np.isfinite(values) & (np.floor(values) == values)):
+        return values.astype(np.int64).tolist()
+    return [_num(x) for x in values.tolist()]
+
+
+def _triplets(poly: np.ndarray) -> list[list[int | float]]:
+    """A (K, 3) polygon as JSON-ready ``[x, y, round(v, 6)]`` lists (Python's correctly rounded
+    ``round``, whose output lengths ``seld_d2.inference.export`` models)."""
+    poly = np.asarray(poly).reshape(-1, 3)
+    values = [round(v, 6) for v in poly[:, 2].astype(np.float64).tolist()]
+    return [list(t) for t in zip(_coords(poly[:, 0]), _coords(poly[:, 1]), values, strict=True)]
 
 
 def _is_int(value: Any) -> bool:
@@ -205,8 +219,10 @@ def load_labels(
 def write_labels(path: str | os.PathLike, annotations: list[Annotation]) -> None:
     """Write annotations as a label/submission JSON file, atomically, sorted by frame then id."""
     ordered = sorted(annotations, key=lambda a: (a.frame, a.instance_id))
+    # json.dumps encodes in C; json.dump(obj, f) would take the pure-Python encoder.
+    text = json.dumps({"annotations": [a.to_json() for a in ordered]}, separators=(",", ":"))
     with atomic_open(path, "w") as f:
-        json.dump({"annotations": [a.to_json() for a in ordered]}, f, separators=(",", ":"))
+        f.write(text)
 
 
 def group_by_frame(annotations: list[Annotation]) -> dict[int, list[Annotation]]:
