@@ -1,0 +1,27 @@
+"""tools/benchmark.py train / infer: one short run each, on the CPU (numbers are not checked)."""
+
+import json
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tools"))
+import benchmark  # noqa: E402
+
+
+def _last_json(capsys) -> dict:
+    return json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+
+
+def test_train_trains_the_stages_of_the_schedule(capsys):
+    assert benchmark.main(["train", "--iters", "1", "--warmup", "0", "--threads", "2"]) == 0
+    result = _last_json(capsys)
+    assert result["benchmark"] == "train" and result["img_per_s"] > 0 and result["loader_frames_per_s"] > 0
+    assert result["trainable_stages"] == ["layer1", "layer3", "layer4", "stems"]  # epoch 7: never layer2
+
+
+def test_infer_model_and_end_to_end(capsys):
+    argv = ["infer", "--iters", "1", "--warmup", "0", "--clip-frames", "3", "--detections-per-img", "5"]
+    assert benchmark.main(argv + ["--threads", "2"]) == 0
+    result = _last_json(capsys)
+    assert result["benchmark"] == "infer" and result["img_per_s"] > 0 and result["e2e_frames_per_s"] > 0
+    assert 0 < result["detections_per_img"] <= 5
