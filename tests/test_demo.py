@@ -13,6 +13,8 @@ def test_classes_by_id_name_or_all():
     assert demo.parse_classes("2,6,8,11") == (2, 6, 8, 11)
     assert demo.parse_classes("bell, 2 ,Walk/footsteps,2") == (2, 6, 11)
     assert demo.parse_classes("all") == tuple(range(13))
+    with pytest.raises(ValueError):
+        demo.parse_classes(" , ")
     assert demo.scene_config(20.0, (3, 4)).scene.classes == (3, 4)
 
 

@@ -1,16 +1,16 @@
 #!/usr/bin/env python
 """The whole job on a small generated dataset, in one command (``make demo``).
 
-1. Synthesise audiovisual scenes with the project's generator (free-field em32, the 13
-   procedural classes, 360x180 video, STAIRS26-style labels) into the STARSS23 layout.
+1. Synthesise audiovisual scenes with the project's generator (free-field em32, procedural
+   sources of the ``--classes``, 360x180 video, STAIRS26-style labels) into the STARSS23 layout.
 2. Train UpLAM briefly on the training scenes' 32-ch recordings (``tools/train_uplam.py``;
    a float32 checkpoint of ~13 MB is not shipped in the repository) or take ``--uplam PATH``,
    and extract the UpLAM features of both splits with it (``tools/extract_features.py``).
 3. Train the detector briefly on the CPU (``configs/SELD/demo_cpu.yaml``, ``tools/train_net.py``).
 4. Run it on the test split into submission files (``tools/infer.py``).
 5. Score them with the official metric (``tools/evaluate.py``).
-6. Draw: the loss curve, GT-vs-prediction overlays of a test clip (PNGs and a GIF), and a frame's
-   16 acoustic feature planes (``tools/visualize.py``).
+6. Draw: the loss curve, GT-vs-prediction overlays of a test clip (PNGs of four annotated frames
+   and a GIF), and a frame's 16 acoustic feature planes (``tools/visualize.py``).
 
 Everything goes into ``--out``; the last lines printed say where.
 """
@@ -81,7 +81,10 @@ def parse_classes(text: str) -> tuple[int, ...]:
     """``"all"`` or comma-separated class ids/names -> sorted unique ids."""
     if text.strip().lower() == "all":
         return tuple(range(NUM_CLASSES))
-    return tuple(sorted({class_index(c.strip()) for c in text.split(",") if c.strip()}))
+    classes = tuple(sorted({class_index(c.strip()) for c in text.split(",") if c.strip()}))
+    if not classes:
+        raise ValueError("no class given")
+    return classes
 
 
 def frames_to_draw(label_file: Path, count: int = 4) -> list[int]:
