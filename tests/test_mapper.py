@@ -1,5 +1,6 @@
 import numpy as np
 import pytest
+import torch
 from test_datasets import SPLIT, make_clip
 
 import seld_d2  # noqa: F401
@@ -68,7 +69,16 @@ def test_missing_features_name_the_file(records):
 
 def test_test_mode_has_no_targets(records):
     out = SeldDatasetMapper(False, augmentations=[])(records[1])
-    assert "instances" not in out and out["image"].shape == (19, 180, 360)
+    assert "instances" not in out and "annotations" not in out and out["image"].shape == (19, 180, 360)
+
+
+def test_test_mode_image_equals_the_training_path_without_augmentation(records):
+    """Test time writes the 19 planes in place; the training path builds HWC, then transposes."""
+    for rec in records:
+        fast = SeldDatasetMapper(False, augmentations=[])(rec)["image"]
+        plain = SeldDatasetMapper(True, augmentations=[])(rec)["image"]
+        assert fast.dtype == plain.dtype == torch.float32 and fast.is_contiguous()
+        np.testing.assert_array_equal(fast.numpy(), plain.numpy())
 
 
 class _Fixed(A.T.Augmentation):

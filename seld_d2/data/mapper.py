@@ -128,8 +128,23 @@ class SeldDatasetMapper:
         k = min(record["frame_index"], latent.shape[0] - 1)  # video may run one frame past audio
         return np.ascontiguousarray(np.moveaxis(latent_to_canvas(latent[k], self._canvas_index), 0, -1))
 
+    def chw_image(self, record: dict) -> np.ndarray:
+        """The frame's un-augmented (3 + B, H, W) float32 input, written in place: RGB, then the
+        acoustic planes gathered straight into their channels (no HWC intermediate)."""
+        rgb = load_frame(record["file_name"])
+        latent = self._latent(record.get("feature_file"))
+        k = min(record["frame_index"], latent.shape[0] - 1)  # video may run one frame past audio
+        image = np.empty((3 + latent.shape[1], *rgb.shape[:2]), np.float32)
+        image[:3] = rgb.transpose(2, 0, 1)
+        np.take(latent[k].astype(np.float32), self._canvas_index, axis=1, out=image[3:], mode="clip")
+        return image
+
     def __call__(self, record: dict) -> dict:
         record = copy.copy(record)
+        if not self.is_train and not self.augmentations.augs:
+            record.pop("annotations", None)
+            record["image"] = torch.from_numpy(self.chw_image(record))
+            return record
         rgb = load_frame(record["file_name"]).astype(np.float32)
         image = np.concatenate([rgb, self.acoustic_planes(record)], axis=-1)
         annos = record.pop("annotations", [])
