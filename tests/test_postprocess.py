@@ -56,3 +56,36 @@ def test_to_detections():
     assert [(d.frame, d.category_id, d.distance) for d in dets] == [(7, 3, 250.0), (7, 1, 150.0)]
     assert isinstance(dets[0], Detection) and dets[0].energy.shape == (28, 28)
     np.testing.assert_array_equal(dets[1].energy, energy[0, 0].numpy())
+
+
+def test_batch_to_detections_equals_frame_by_frame():
+    from seld_d2.inference.predictor import batch_to_detections
+
+    from detectron2.structures import Boxes, Instances
+
+    g = torch.Generator().manual_seed(0)
+    batch = []
+    for n in (3, 0, 2):
+        inst = Instances((180, 360))
+        inst.pred_boxes = Boxes(torch.rand(n, 4, generator=g) * 100)
+        inst.scores = torch.tensor([0.5, 0.9, 0.5][:n])  # a tie: the stable order keeps index order
+        inst.pred_classes = torch.randint(0, 13, (n,), generator=g)
+        inst.pred_energy = torch.rand(n, 28, 28, generator=g)
+        inst.pred_distance = torch.rand(n, generator=g) * 300
+        batch.append(inst)
+    got = batch_to_detections([7, 8, 9], batch)
+    assert [len(d) for d in got] == [3, 0, 2]
+    for frame, inst, dets in zip([7, 8, 9], batch, got, strict=True):
+        s = inst.scores.numpy()
+        want = to_detections(
+            frame, inst.pred_boxes.tensor.numpy(), s, inst.pred_classes.numpy(), inst.pred_energy.numpy(),
+            inst.pred_distance.numpy(), np.argsort(-s, kind="stable"),
+        )  # fmt: skip
+        assert len(dets) == len(want)
+        for a, b in zip(dets, want, strict=True):
+            fields = ("frame", "score", "category_id", "distance")
+            assert [getattr(a, f) for f in fields] == [getattr(b, f) for f in fields]
+            np.testing.assert_array_equal(a.box, b.box)
+            np.testing.assert_array_equal(a.energy, b.energy)
+    np.testing.assert_allclose([d.score for d in got[0]], [0.9, 0.5, 0.5])
+    assert batch_to_detections([1, 2], [batch[1], batch[1]]) == [[], []]

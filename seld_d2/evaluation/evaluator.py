@@ -20,7 +20,7 @@ from detectron2.utils import comm
 
 from ..data.labels import Annotation, write_labels
 from ..inference.postprocess import Detection
-from ..inference.predictor import instances_to_detections
+from ..inference.predictor import batch_to_detections
 from ..inference.submission import ClipExporter
 from .metric import evaluate_annotations
 
@@ -61,10 +61,10 @@ class Stairs26Evaluator(DatasetEvaluator):
         self._frames: dict[str, dict[int, list[Detection]]] = defaultdict(dict)
 
     def process(self, inputs: list[dict], outputs: list[dict]) -> None:
-        for x, out in zip(inputs, outputs, strict=True):
-            self._frames[x["sequence"]][x["frame_index"]] = instances_to_detections(
-                x["frame_index"], out["instances"]
-            )
+        frames = [x["frame_index"] for x in inputs]
+        detections = batch_to_detections(frames, [out["instances"] for out in outputs])
+        for x, dets in zip(inputs, detections, strict=True):
+            self._frames[x["sequence"]][x["frame_index"]] = dets
 
     def _gathered(self) -> dict[str, dict[int, list[Detection]]]:
         if comm.get_world_size() == 1:

@@ -15,6 +15,8 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
+from detectron2.layers import cat
+
 from ..data.mapper import SeldDatasetMapper, frame_loader
 from ..modeling.meta_arch import SeldRCNN
 from .postprocess import Detection, to_detections
@@ -25,23 +27,33 @@ logger = logging.getLogger(__name__)
 def instances_to_detections(frame: int, instances) -> list[Detection]:
     """A Detectron2 ``Instances`` of one frame (pred_boxes, scores, pred_classes, pred_energy,
     pred_distance) as CPU ``Detection`` objects, best score first."""
-    n = len(instances)
-    if n == 0:
-        return []
-    boxes = instances.pred_boxes.tensor.detach().float().cpu().numpy()
-    scores = instances.scores.detach().float().cpu().numpy()
-    classes = instances.pred_classes.detach().cpu().numpy()
-    energy = (
-        instances.pred_energy.detach().float().cpu().numpy()
-        if instances.has("pred_energy")
-        else np.ones((n, 28, 28), np.float32)
-    )
-    distance = (
-        instances.pred_distance.detach().float().cpu().numpy()
-        if instances.has("pred_distance")
-        else np.full(n, np.nan, np.float32)
-    )
-    return to_detections(frame, boxes, scores, classes, energy, distance, np.argsort(-scores, kind="stable"))
+    return batch_to_detections([frame], [instances])[0]
+
+
+def batch_to_detections(frames: list[int], instances: list) -> list[list[Detection]]:
+    """:func:`instances_to_detections` of a batch of frames, with one device-to-host copy per
+    field for the whole batch instead of one per field and frame."""
+    counts = [len(i) for i in instances]
+    filled = [i for i in instances if len(i)]
+    if not filled:
+        return [[] for _ in instances]
+    n = sum(counts)
+
+    def host(name: str) -> np.ndarray:
+        values = cat([getattr(i, name) for i in filled]).detach()
+        return (values if name == "pred_classes" else values.float()).cpu().numpy()
+
+    boxes = cat([i.pred_boxes.tensor for i in filled]).detach().float().cpu().numpy()
+    scores, classes = host("scores"), host("pred_classes")
+    energy = host("pred_energy") if filled[0].has("pred_energy") else np.ones((n, 28, 28), np.float32)
+    distance = host("pred_distance") if filled[0].has("pred_distance") else np.full(n, np.nan, np.float32)
+    out, start = [], 0
+    for frame, count in zip(frames, counts, strict=True):
+        p = slice(start, start + count)
+        order = np.argsort(-scores[p], kind="stable")
+        out.append(to_detections(frame, boxes[p], scores[p], classes[p], energy[p], distance[p], order))
+        start += count
+    return out
 
 
 class SeldPredictor:
@@ -107,9 +119,11 @@ class SeldPredictor:
         """For every mapped frame of ``batches``: (its record fields, its detections with a
         score the ``SELD.INFER`` thresholds can keep; see :meth:`run_batch`)."""
         for inputs in batches:
-            for x, out in zip(inputs, self.run_batch(inputs, self.score_floor), strict=True):
-                meta = {k: v for k, v in x.items() if k != "image"}
-                yield meta, instances_to_detections(x["frame_index"], out["instances"])
+            outputs = self.run_batch(inputs, self.score_floor)
+            frames = [x["frame_index"] for x in inputs]
+            detections = batch_to_detections(frames, [out["instances"] for out in outputs])
+            for x, dets in zip(inputs, detections, strict=True):
+                yield {k: v for k, v in x.items() if k != "image"}, dets
 
     def predict_records(
         self, records: list[dict], num_workers: int | None = None
