@@ -24,15 +24,10 @@ from .postprocess import Detection, to_detections
 logger = logging.getLogger(__name__)
 
 
-def instances_to_detections(frame: int, instances) -> list[Detection]:
-    """A Detectron2 ``Instances`` of one frame (pred_boxes, scores, pred_classes, pred_energy,
-    pred_distance) as CPU ``Detection`` objects, best score first."""
-    return batch_to_detections([frame], [instances])[0]
-
-
 def batch_to_detections(frames: list[int], instances: list) -> list[list[Detection]]:
-    """:func:`instances_to_detections` of a batch of frames, with one device-to-host copy per
-    field for the whole batch instead of one per field and frame."""
+    """Detectron2 ``Instances`` of a batch of frames (pred_boxes, scores, pred_classes,
+    pred_energy, pred_distance) as CPU ``Detection`` lists, best score first in each frame, with
+    one device-to-host copy per field for the whole batch."""
     counts = [len(i) for i in instances]
     filled = [i for i in instances if len(i)]
     if not filled:
