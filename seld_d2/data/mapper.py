@@ -122,21 +122,24 @@ class SeldDatasetMapper:
             self._latents.popitem(last=False)
         return latent
 
+    def frame_latent(self, record: dict) -> np.ndarray:
+        """The frame's latent (B, 484) from the clip's cache."""
+        latent = self._latent(record.get("feature_file"))
+        return latent[min(record["frame_index"], latent.shape[0] - 1)]  # video may run a frame past audio
+
     def acoustic_planes(self, record: dict) -> np.ndarray:
         """The frame's acoustic planes on the canvas, float32 (H, W, B)."""
-        latent = self._latent(record.get("feature_file"))
-        k = min(record["frame_index"], latent.shape[0] - 1)  # video may run one frame past audio
-        return np.ascontiguousarray(np.moveaxis(latent_to_canvas(latent[k], self._canvas_index), 0, -1))
+        planes = latent_to_canvas(self.frame_latent(record), self._canvas_index)
+        return np.ascontiguousarray(np.moveaxis(planes, 0, -1))
 
     def chw_image(self, record: dict) -> np.ndarray:
         """The frame's un-augmented (3 + B, H, W) float32 input, written in place: RGB, then the
         acoustic planes gathered straight into their channels (no HWC intermediate)."""
         rgb = load_frame(record["file_name"])
-        latent = self._latent(record.get("feature_file"))
-        k = min(record["frame_index"], latent.shape[0] - 1)  # video may run one frame past audio
-        image = np.empty((3 + latent.shape[1], *rgb.shape[:2]), np.float32)
+        latent = self.frame_latent(record).astype(np.float32)
+        image = np.empty((3 + len(latent), *rgb.shape[:2]), np.float32)
         image[:3] = rgb.transpose(2, 0, 1)
-        np.take(latent[k].astype(np.float32), self._canvas_index, axis=1, out=image[3:], mode="clip")
+        np.take(latent, self._canvas_index, axis=1, out=image[3:], mode="clip")
         return image
 
     def __call__(self, record: dict) -> dict:
