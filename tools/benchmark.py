@@ -20,22 +20,16 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from seld_d2.acoustics.features import FeatureExtractor
-from seld_d2.acoustics.geometry import TETRA_CHANNELS, em32_positions
-from seld_d2.acoustics.render import render_plane_wave
-from seld_d2.acoustics.visibility import FRAME_RATE, visibilities
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # sibling tools
+
+import bench_metric  # noqa: E402
+
+from seld_d2.acoustics.features import FeatureExtractor  # noqa: E402
+from seld_d2.acoustics.geometry import TETRA_CHANNELS, em32_positions  # noqa: E402
+from seld_d2.acoustics.render import render_plane_wave  # noqa: E402
+from seld_d2.acoustics.visibility import FRAME_RATE, visibilities  # noqa: E402
 
 FS = 24000
-TOOLS = Path(__file__).resolve().parent  # holds bench_metric.py
-
-
-def _sibling(name: str):
-    """A module of tools/, also when this file is imported from elsewhere (tests)."""
-    import importlib
-
-    if str(TOOLS) not in sys.path:
-        sys.path.insert(0, str(TOOLS))
-    return importlib.import_module(name)
 
 
 def _test_audio(frames: int, seed: int = 0) -> np.ndarray:
@@ -482,8 +476,6 @@ def bench_infer(args: argparse.Namespace) -> dict:
 
 
 def _bench_metric(args: argparse.Namespace) -> dict:
-    bench_metric = _sibling("bench_metric")
-
     return bench_metric.bench_metric(args)
 
 
@@ -568,7 +560,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=str(Path(__file__).resolve().parents[1] / "configs/SELD/run3_mel16.yaml"),
         help="model config (default configs/SELD/run3_mel16.yaml)",
     )
-    bench_metric = _sibling("bench_metric")
     bench_metric.add_arguments(sub.add_parser("metric", help="official metric: fast vs reference (s)"))
     return p.parse_args(argv)
 
