@@ -102,9 +102,6 @@ class ProgressiveUnfreezing(HookBase):
         self.current: set[str] | None = None
         self.grace_until = 0  # last epoch of the running grace period
 
-    def apply(self, model: nn.Module, stages: set[str]) -> None:
-        set_trainable_stages(model, stages)
-
     def before_step(self) -> None:
         it = self.trainer.iter
         if not (self.clock.is_start(it) or self.current is None):
@@ -114,7 +111,7 @@ class ProgressiveUnfreezing(HookBase):
         if stages == self.current:
             return
         model = unwrap_model(self.trainer.model)
-        self.apply(model, stages)
+        set_trainable_stages(model, stages)
         if self.current is not None:
             self.trainer.optimizer.state.clear()
             self.grace_until = epoch + self.grace - 1
@@ -136,7 +133,7 @@ class ProgressiveUnfreezing(HookBase):
         self.current = set(state["current"]) if state["current"] is not None else None
         self.grace_until = state["grace_until"]
         if self.current is not None:
-            self.apply(unwrap_model(self.trainer.model), self.current)
+            set_trainable_stages(unwrap_model(self.trainer.model), self.current)
 
 
 @torch.no_grad()

@@ -254,7 +254,7 @@ class SeldTrainer(DefaultTrainer):
         results = self.test(self.cfg, self.model)
         # Inference switched every module back to training mode; frozen stages keep BN eval mode.
         if unfreezing.current is not None:
-            unfreezing.apply(seld_hooks.unwrap_model(self.model), unfreezing.current)
+            seld_hooks.set_trainable_stages(seld_hooks.unwrap_model(self.model), unfreezing.current)
         return results
 
     def build_writers(self):
