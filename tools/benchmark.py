@@ -475,10 +475,6 @@ def bench_infer(args: argparse.Namespace) -> dict:
     return result
 
 
-def _bench_metric(args: argparse.Namespace) -> dict:
-    return bench_metric.bench_metric(args)
-
-
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="which", required=True)
@@ -571,7 +567,7 @@ def main(argv: list[str] | None = None) -> int:
         "synth": bench_synth,
         "train": bench_train,
         "infer": bench_infer,
-        "metric": _bench_metric,
+        "metric": bench_metric.bench_metric,
     }[args.which](args)
     print(json.dumps(result))
     return 0
