@@ -36,6 +36,8 @@ from .metric import (
     _pool_map,
     class_name,
     clip_order,
+    find_clip_files,
+    load_clip_files,
     threshold_key,
 )
 
@@ -313,14 +315,11 @@ def evaluate_folders(
 ) -> dict:
     """Baseline metric of a submission folder; files are paired and checked as for the official
     metric (:func:`seld_d2.evaluation.metric.find_clip_files`)."""
-    from .metric import find_clip_files, load_ground_truth, load_predictions
-
     files = find_clip_files(pred_dir, gt_dirs)
     pred, gt = {}, {}
     for clip, p, g in files:
         try:
-            pred[clip] = load_predictions(p, num_classes) if p is not None else []
-            gt[clip] = load_ground_truth(g, num_classes)
+            pred[clip], gt[clip] = load_clip_files(p, g, num_classes)
         except (ValueError, OSError) as err:
             raise MetricError(str(err)) from None
     result = evaluate_annotations(

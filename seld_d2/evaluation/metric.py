@@ -783,12 +783,20 @@ def find_clip_files(
     return [(c, preds.get(c), gt_files[c]) for c in clip_order(gt_files)]
 
 
+def load_clip_files(
+    pred_path: Path | None, gt_path: Path, num_classes: int = len(CLASS_NAMES)
+) -> tuple[list[Annotation], list[Annotation]]:
+    """One clip's predictions (none without a prediction file) and ground truth, both checked
+    as the official evaluator checks them (:func:`load_predictions`, :func:`load_ground_truth`)."""
+    pred = load_predictions(pred_path, num_classes) if pred_path is not None else []
+    return pred, load_ground_truth(gt_path, num_classes)
+
+
 def _load_and_match(item: tuple[str, Path | None, Path, int]) -> ClipRecords | str:
     """Worker: load one clip's files and match them; a bad file comes back as its error line."""
     clip, pred_path, gt_path, num_classes = item
     try:
-        pred = load_predictions(pred_path, num_classes) if pred_path is not None else []
-        gt = load_ground_truth(gt_path, num_classes)
+        pred, gt = load_clip_files(pred_path, gt_path, num_classes)
     except (ValueError, OSError) as err:  # LabelError and MetricError are ValueErrors
         return str(err)
     return match_clip(pred, gt, num_classes)
