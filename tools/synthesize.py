@@ -33,7 +33,6 @@ from pathlib import Path  # noqa: E402
 
 from seld_d2.acoustics.streaming import MAP_SOLVERS, solve_maps
 from seld_d2.data.synth import BackendUnavailable, SceneConfig, SynthConfig, synthesize_split  # noqa: E402
-from seld_d2.data.synth.blas import set_blas_threads  # noqa: E402
 from seld_d2.data.synth.render import BACKENDS  # noqa: E402
 
 
@@ -109,7 +108,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    set_blas_threads(1)
     if args.num_clips < 1:
         print(f"error: --num-clips must be >= 1, got {args.num_clips}", file=sys.stderr)
         return 2

@@ -42,6 +42,7 @@ from ...acoustics.audio import SAMPLE_RATE
 from ...acoustics.geometry import EM32_RADIUS, TETRA_CHANNELS, em32_positions
 from ...utils.io import atomic_open
 from ..classes import CLASS_NAMES
+from .blas import blas_threads
 from .labels import Annotation, LabelMaker, annotations_to_json
 from .render import diffuse_noise, make_renderer
 from .scene import FRAME_SECONDS, Event, Scene, SceneConfig, sample_scene
@@ -338,15 +339,21 @@ def synthesize_split(
     label_solver: Callable | None = None,
 ) -> list[str]:
     """Generate ``num_clips`` clips of a split (names ``sequence_name(split, first_index + i)``);
-    returns the clip names."""
+    returns the clip names.
+
+    Runs with one OpenBLAS thread: multi-threaded OpenBLAS rounds some of the rendering's products
+    differently (a 20 s clip's audio changed in the last bits with 2 threads), so the same seed
+    gives the same files whatever the machine's core count; one thread is also no slower here
+    (see :mod:`.blas`)."""
     from tqdm import tqdm
 
     synth = ClipSynthesizer(config or SynthConfig(), label_solver)
     names = []
-    for i in tqdm(range(num_clips), desc=f"synthesising {split}", unit="clip", disable=not progress):
-        index = first_index + i
-        name = sequence_name(split, index, prefix)
-        clip = synth.synthesize(clip_seed(seed, split, index), name)
-        synth.write(clip, root, split)
-        names.append(name)
+    with blas_threads(1):
+        for i in tqdm(range(num_clips), desc=f"synthesising {split}", unit="clip", disable=not progress):
+            index = first_index + i
+            name = sequence_name(split, index, prefix)
+            clip = synth.synthesize(clip_seed(seed, split, index), name)
+            synth.write(clip, root, split)
+            names.append(name)
     return names
