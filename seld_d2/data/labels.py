@@ -393,6 +393,27 @@ def write_labels(path: str | os.PathLike, annotations: list[Annotation]) -> None
         f.write(text)
 
 
+def repeated_annotations(annotations: list[Annotation]) -> set[int]:
+    """Indices of annotations that repeat an earlier one: same frame, instance_id, category_id
+    and identical polygons (the newer STAIRS26 script writes a seam-crossing event once per
+    contour, each copy with every polygon). Such copies train once."""
+    first: dict[tuple[int, int, int], list[int]] = {}
+    repeats = set()
+    for i, a in enumerate(annotations):
+        key = (a.frame, a.instance_id, a.category_id)
+        earlier = first.setdefault(key, [])
+        for j in earlier:
+            b = annotations[j].polygons
+            if len(b) == len(a.polygons) and all(
+                np.array_equal(p, q) for p, q in zip(a.polygons, b, strict=True)
+            ):
+                repeats.add(i)
+                break
+        else:
+            earlier.append(i)
+    return repeats
+
+
 def group_by_frame(annotations: list[Annotation]) -> dict[int, list[Annotation]]:
     """Annotations keyed by frame index."""
     frames: dict[int, list[Annotation]] = {}
