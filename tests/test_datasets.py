@@ -140,3 +140,77 @@ def test_index_cache_is_reused_and_invalidated(tmp_path):
     make_clip(tmp_path, "clip3")
     assert len(D.index_split(tmp_path, SPLIT)) == 4
     assert len(list((tmp_path / ".seld_index").glob("*.pkl"))) == 2
+
+
+def test_released_stairs26_labels_train_what_they_can_and_keep_everything(tmp_path, caplog):
+    """SPEC §5: an older script's ``segmentation: []``, the newer script's per-contour copies of a
+    seam-crossing event, float coordinates, and no distance are read; the map-less annotation and
+    the repeated copy train nothing (``iscrowd``) but stay in the records for evaluation."""
+    import torch
+
+    from seld_d2.acoustics.features import write_cache
+    from seld_d2.data.mapper import SeldDatasetMapper
+    from seld_d2.data.sampler import class_frequencies
+    from seld_d2.evaluation.evaluator import record_annotations
+    from seld_d2.modeling.distance_head import DistanceHead
+
+    from detectron2.layers import ShapeSpec
+    from detectron2.structures import Instances
+
+    seq = "fold4_room1_mix003"
+    make_clip(tmp_path, seq, labels=False)
+    seam = [[[358, 60, 0.8], [359, 60, 1.0], [359, 61, 0.7]], [[0, 60, 0.9], [1, 61, 0.4], [0, 61, 0.5]]]
+    base = {"instance_id": 1, "category_id": 8, "distance": 95.5}
+    anns = [
+        {**base, "metadata_frame_index": 0, "segmentation": []},
+        {**base, "metadata_frame_index": 2, "segmentation": seam},
+        {**base, "metadata_frame_index": 2, "segmentation": seam},
+        {
+            "metadata_frame_index": 3,
+            "instance_id": 2,
+            "category_id": 3,
+            "segmentation": [[[200.5, 80, 1.0], [201, 80, 0.6], [200, 81.5, 0.5]]],
+        },
+    ]
+    latent = np.zeros((5, 16, 484), np.float16)
+    write_cache(tmp_path / "features_dev" / SPLIT / f"{seq}.npz", latent, {"num_frames": 5})
+    (tmp_path / "labels_dev" / SPLIT).mkdir(parents=True)
+    (tmp_path / "labels_dev" / SPLIT / f"{seq}_std.json").write_text(json.dumps({"annotations": anns}))
+    with caplog.at_level(logging.WARNING, logger="seld_d2.data.datasets"):
+        records = D.load_stairs26(tmp_path, SPLIT)
+        first = [r.getMessage() for r in caplog.records]
+        caplog.clear()
+        D.load_stairs26(tmp_path, SPLIT)  # from the cache: logged again
+        again = [r.getMessage() for r in caplog.records]
+    name = f"{SPLIT}/{seq}_std.json"
+    assert (
+        first
+        == again
+        == [
+            f"{SPLIT} labels: 1 annotation with a missing or empty segmentation (an all-zero map): {name}",
+            f"{SPLIT} labels: 1 annotation without a numeric distance (no distance value for it): {name}",
+            f"{SPLIT} labels: 1 annotation with non-integer coordinates (kept as they are): {name}",
+            f"{SPLIT} labels: 1 repeated annotation (same frame, instance_id, category_id and polygons) "
+            f"trained once: {name}",
+        ]
+    )
+    r0, r2, r3 = records[0]["annotations"], records[2]["annotations"], records[3]["annotations"]
+    assert len(r0) == 1 and r0[0]["iscrowd"] == 1 and "bbox" not in r0[0] and r0[0]["segmentation"] == []
+    assert [a["iscrowd"] for a in r2] == [0, 1]
+    assert (
+        r3[0]["iscrowd"] == 0 and np.isnan(r3[0]["distance"]) and r3[0]["bbox"] == [200.0, 80.0, 202.0, 82.5]
+    )
+    # Evaluation sees every annotation of the file, as the official evaluator counts them.
+    assert len(record_annotations(records)[seq]) == 4
+    # Training: no instance from the map-less one, the seam event once (two halves), counted once.
+    assert class_frequencies(records).tolist()[8] == 1 and class_frequencies(records).tolist()[3] == 1
+    mapper = SeldDatasetMapper(True, augmentations=[])
+    assert len(mapper(records[0])["instances"]) == 0
+    assert len(mapper(records[2])["instances"]) == 2  # the two seam halves, not four
+    inst = mapper(records[3])["instances"]
+    assert len(inst) == 1 and torch.isnan(inst.gt_distance).all()
+    # The distance head takes no loss from a target it does not have.
+    head = DistanceHead(ShapeSpec(channels=4), hidden_dim=8, normaliser=500.0, loss_weight=1.0).train()
+    target = Instances((180, 360), gt_distance=torch.tensor([float("nan"), 250.0]))
+    loss = head(torch.ones(2, 4), [target])["loss_distance"]
+    assert torch.isfinite(loss) and loss.requires_grad

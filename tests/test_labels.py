@@ -1,9 +1,18 @@
 import json
+import math
 
 import numpy as np
 import pytest
 
-from seld_d2.data.labels import Annotation, LabelError, group_by_frame, load_labels, write_labels
+from seld_d2.data.labels import (
+    Annotation,
+    LabelError,
+    LabelNotes,
+    group_by_frame,
+    load_labels,
+    repeated_annotations,
+    write_labels,
+)
 
 
 def ann(**over):
@@ -55,10 +64,11 @@ def test_round_trip(tmp_path):
         ({"annotations": [ann(instance_id="a")]}, "annotations[0].instance_id", "must be an integer"),
         ({"annotations": [ann(distance=-3)]}, "annotations[0].distance", "non-negative number"),
         (
-            {"annotations": [ann(segmentation=[])]},
+            {"annotations": [ann(segmentation={"a": 1})]},
             "annotations[0].segmentation",
-            "non-empty list of polygons",
+            "must be a list of polygons, got dict",
         ),
+        ({"annotations": [ann(distance=None)]}, "annotations[0].distance", "got None"),
         (
             {"annotations": [ann(segmentation=[[[1, 2, 0.5], [3, 4]]])]},
             "annotations[0].segmentation[0][1]",
@@ -97,3 +107,65 @@ def test_frame_bound_score_and_missing(tmp_path):
     assert load_labels(scored, require_score=True)[0].score == pytest.approx(0.9)
     with pytest.raises(LabelError, match="file not found"):
         load_labels(tmp_path / "nope.json")
+
+
+def test_released_stairs26_files_are_read_and_counted(tmp_path):
+    # What released STAIRS26 files hold and the project never writes (SPEC §5): an older script's
+    # empty segmentation, a missing one, an empty polygon, the newer script's per-contour copies
+    # of a seam-crossing event, float coordinates, no distance.
+    seam = [[[358, 60, 0.8], [359, 60, 1.0], [359, 61, 0.7]], [[0, 60, 0.9], [1, 61, 0.4], [0, 61, 0.5]]]
+    no_seg = ann(metadata_frame_index=5)
+    del no_seg["segmentation"]
+    no_dist = ann(segmentation=[[[10.5, 20.25, 0.5], [11, 20, 1.0], [10, 21, 0.3]]])
+    del no_dist["distance"]
+    data = {
+        "annotations": [
+            ann(segmentation=[]),
+            no_seg,
+            ann(segmentation=[[], [[1, 2, 0.5]]]),
+            ann(metadata_frame_index=4, segmentation=seam),
+            ann(metadata_frame_index=4, segmentation=seam),
+            ann(metadata_frame_index=4, segmentation=seam[:1]),  # same event, other polygons: not a copy
+            no_dist,
+        ]
+    }
+    notes = LabelNotes()
+    back = load_labels(write(tmp_path, data), notes=notes)
+    assert [len(a.polygons) for a in back] == [0, 0, 1, 2, 2, 1, 1]
+    assert math.isnan(back[6].distance) and back[6].polygons[0][0, 0] == np.float32(10.5)
+    assert repeated_annotations(back) == {4}
+    assert (notes["no_map"], notes["empty_polygon"], notes["no_distance"], notes["float_xy"]) == (2, 1, 1, 1)
+    lines = notes.lines()
+    assert "2 annotations with a missing or empty segmentation (all-zero maps): " in lines[0]
+    assert lines[0].endswith(f"{tmp_path.name}/clip_std.json")
+    assert "1 empty polygon ignored" in lines[1]
+    with pytest.raises(ValueError, match="has no box"):
+        back[0].bbox()
+
+
+def test_writer_refuses_what_it_never_writes(tmp_path):
+    poly = np.array([[1, 2, 0.5], [2, 2, 0.5], [1, 3, 0.5]], np.float32)
+    for bad, problem in [
+        (Annotation(0, 0, 0, 100.0, []), "no polygons"),
+        (Annotation(0, 0, 0, 100.0, [poly, np.zeros((0, 3), np.float32)]), "an empty polygon"),
+        (Annotation(0, 0, 0, math.nan, [poly]), "non-finite distance"),
+    ]:
+        with pytest.raises(ValueError, match=problem):
+            write_labels(tmp_path / "x.json", [bad])
+    assert not (tmp_path / "x.json").exists()
+
+
+def test_notes_lines_plural_details_and_file_list():
+    notes = LabelNotes()
+    for i in range(5):
+        notes.add("category", f"run3/c{i}.json", detail=13 if i else -1)
+    notes.add("no_score", "run3/x.json", n=3)
+    other = LabelNotes()
+    other.add("no_score", "run3/y.json")
+    notes.update(other)
+    assert notes.lines() == [
+        '4 predictions without "score" (scored as 0): run3/x.json, run3/y.json',
+        "5 annotations with category -1, 13 dropped: run3/c0.json, run3/c1.json, run3/c2.json and 2 more",
+    ]
+    with pytest.raises(KeyError):
+        notes.add("nonsense", "x")

@@ -3,6 +3,7 @@
 
 import json
 import math
+import re
 import sys
 from pathlib import Path
 
@@ -232,10 +233,13 @@ def test_seam_crossing_prediction_matches():
 
 def test_empty_predictions_and_class_without_detection():
     gt = {"a": gt_clip(3, cls=0), "b": gt_clip(2, cls=5)}
-    res = metric.evaluate_annotations({}, gt)
+    res = metric.evaluate_annotations({}, gt, missing_as_empty=True)
     assert res["macro"]["mAP"] == 0.0 and res["micro"]["mAP"] == 0.0
     assert res["macro"]["pearson"] is None and res["micro"]["detections"] == 0
     assert res["clips"] == 2 and res["micro"]["gt"] == 5
+    assert res["warnings"] == [
+        "2 GT clips have no prediction file: scored as empty predictions (--missing-as-empty): a, b"
+    ]
     # Class 0 predicted perfectly, class 5 not at all: it scores 0 and halves the macro mean.
     res = metric.evaluate_annotations({"a": as_pred(gt["a"], [0.9, 0.8, 0.7]), "b": []}, gt)
     assert rows(res)[5]["mAP"] == 0.0 and rows(res)[5]["gt"] == 2
@@ -244,9 +248,48 @@ def test_empty_predictions_and_class_without_detection():
     assert res["macro"]["classes"] == 2
 
 
-def test_prediction_without_ground_truth_clip_is_an_error():
-    with pytest.raises(metric.MetricError, match="orphan"):
-        metric.evaluate_annotations({"orphan": []}, {"clip": gt_clip(1)})
+def test_clips_without_both_sides_are_not_scored_by_default():
+    # As the official evaluator: a GT clip without predictions and a prediction without GT are
+    # both left out (and said so); missing_as_empty scores the former as empty.
+    gt = {"a": gt_clip(3, cls=0), "b": gt_clip(2, cls=5)}
+    pred = {"a": as_pred(gt["a"], [0.9, 0.8, 0.7]), "orphan": as_pred(gt["b"], [0.5, 0.5])}
+    res = metric.evaluate_annotations(pred, gt)
+    assert res["clips"] == 1 and res["micro"]["gt"] == 3 and res["macro"]["mAP"] == pytest.approx(1.0)
+    assert res["warnings"] == [
+        "1 prediction file without ground truth skipped (as the official evaluator does): orphan",
+        "GT clip b has no prediction file: not scored, as the official evaluator does; "
+        "--missing-as-empty scores it as an empty prediction",
+    ]
+    assert max_difference(res, reference.evaluate_annotations({"a": pred["a"]}, {"a": gt["a"]}))[0] == 0.0
+    full = metric.evaluate_annotations(pred, gt, missing_as_empty=True)
+    assert full["clips"] == 2 and full["macro"]["mAP"] == pytest.approx(0.5)
+
+
+def test_unscored_and_unrendered_annotations_follow_the_official_semantics():
+    gt = gt_clip(4)
+    pred = as_pred(gt, [0.9, 0.8, 0.7, 0.6])
+    pred[3].score = None  # missing score: ranks at 0.0
+    as_zero = as_pred(gt, [0.9, 0.8, 0.7, 0.0])
+    res = metric.evaluate_annotations({"c": pred}, {"c": gt})
+    assert res["warnings"] == ['1 prediction without "score" (scored as 0): c']
+    assert max_difference(res, reference.evaluate_annotations({"c": as_zero}, {"c": gt}))[0] <= 1e-6
+    # GT without map: counts in the class total, never matched above IoU 0; a prediction without
+    # map: a false positive at its score; a category outside 0-12: not counted anywhere.
+    empty_gt = ann(0, 0, [])
+    empty_pred = ann(1, 0, [], score=0.95)
+    res = metric.evaluate_annotations(
+        {"c": as_pred(gt, [0.9, 0.8, 0.7, 0.6]) + [empty_pred, ann(2, 13, [blob(9, 9, 3)], score=0.99)]},
+        {"c": gt + [empty_gt, ann(3, 13, [blob(9, 9, 3)])]},
+    )
+    ref = reference.evaluate_annotations(
+        {"c": as_pred(gt, [0.9, 0.8, 0.7, 0.6]) + [empty_pred, ann(2, 13, [blob(9, 9, 3)], score=0.99)]},
+        {"c": gt + [empty_gt, ann(3, 13, [blob(9, 9, 3)])]},
+    )
+    assert max_difference(res, ref)[0] <= 1e-6
+    assert res["micro"]["gt"] == 5 and res["micro"]["detections"] == 5
+    # Four TPs (precision 1/2 .. 4/5) up to recall 0.8 behind the map-less FP ranked first (0.95);
+    # the class-13 prediction at 0.99, were it not dropped, would come first in the micro ranking.
+    assert res["micro"]["ap"]["0.5"] == pytest.approx(81 * 0.8 / 101, abs=1e-6)
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2])
@@ -288,16 +331,59 @@ def write(path: Path, anns: list[Annotation]) -> Path:
 
 
 def test_folders_pairing_and_missing_prediction(tmp_path):
-    gt = {"s1": gt_clip(2), "s2": gt_clip(3, cls=2)}
-    write(tmp_path / "gt" / "s1_std.json", gt["s1"])
-    write(tmp_path / "gt" / "s2.json", gt["s2"])  # a plain <clip>.json is accepted too
+    gt = {"s1": gt_clip(2), "s2": gt_clip(3, cls=2), "s3": gt_clip(1)}
+    write(tmp_path / "gt" / "sub" / "s1_std.json", gt["s1"])  # one folder below
+    write(tmp_path / "gt" / "s2_std.json", gt["s2"])  # no prediction file
+    write(tmp_path / "gt" / "s3.json", gt["s3"])  # a plain <clip>.json: not paired
     write(tmp_path / "pred" / "s1.json", as_pred(gt["s1"], [0.9, 0.8]))
+    write(tmp_path / "pred" / "s3.json", as_pred(gt["s3"], [0.9]))
+    write(tmp_path / "pred" / "s9.json", as_pred(gt["s1"], [0.9, 0.8]))  # no GT
+    (tmp_path / "pred" / ".s1.json").write_text("not json")  # ignored
     res = metric.evaluate_folders(tmp_path / "pred", tmp_path / "gt")
-    assert res["clip_names"] == ["s1", "s2"] and res["missing_predictions"] == ["s2"]
-    assert rows(res)[0]["mAP"] == pytest.approx(1.0) and rows(res)[2]["mAP"] == 0.0
-    write(tmp_path / "pred" / "s9.json", as_pred(gt["s1"], [0.9, 0.8]))
-    with pytest.raises(metric.MetricError, match="s9.json"):
+    assert res["clip_names"] == ["s1"] and res["missing_predictions"] == ["s2"]
+    assert res["unpaired_predictions"] == ["s3.json", "s9.json"]
+    assert rows(res)[0]["mAP"] == pytest.approx(1.0) and rows(res)[2]["gt"] == 0
+    ref = reference.evaluate_folders(str(tmp_path / "pred"), str(tmp_path / "gt"))
+    assert max_difference(res, ref)[0] == 0.0
+    full = metric.evaluate_folders(tmp_path / "pred", tmp_path / "gt", missing_as_empty=True)
+    assert full["clip_names"] == ["s1", "s2"] and rows(full)[2]["mAP"] == 0.0
+    ref = reference.evaluate_folders(str(tmp_path / "pred"), str(tmp_path / "gt"), missing_as_empty=True)
+    assert max_difference(full, ref)[0] == 0.0
+    (tmp_path / "pred" / "s1.json").unlink()
+    with pytest.raises(metric.MetricError, match="nothing to score"):
         metric.evaluate_folders(tmp_path / "pred", tmp_path / "gt")
+
+
+def _raw(tmp_path: Path, name: str, anns: list[dict]) -> Path:
+    path = tmp_path / name
+    path.write_text(json.dumps({"annotations": anns}))
+    return path
+
+
+def test_frame_and_category_are_read_with_int(tmp_path):
+    seg = [[[10, 20, 0.5], [11, 20, 1.0], [10, 21, 0.3]]]
+    base = {"instance_id": 0, "distance": 100, "segmentation": seg, "score": 0.5}
+    anns = [
+        {**base, "metadata_frame_index": 3.0, "category_id": 2},
+        {**base, "metadata_frame_index": "3", "category_id": 2.7},
+        {**base, "metadata_frame_index": 3.7, "category_id": " 2 "},
+        {**base, "metadata_frame_index": -1, "category_id": True},
+    ]
+    notes = metric.LabelNotes()
+    back = metric.load_predictions(_raw(tmp_path, "p.json", anns), notes=notes)
+    assert [(a.frame, a.category_id) for a in back] == [(3, 2), (3, 2), (3, 2), (-1, 1)]
+    assert [(r.frame, r.category_id) for r in reference.read_file(str(tmp_path / "p.json"), True)] == [
+        (a.frame, a.category_id) for a in back
+    ]
+    assert notes["cast"] == 6 and notes["negative_frame"] == 1
+    for bad, what in [("3.5", "'3.5'"), (None, "None"), ([3], "[3]"), (float("inf"), "inf")]:
+        path = _raw(tmp_path, "bad.json", [{**base, "metadata_frame_index": bad, "category_id": 0}])
+        with pytest.raises(
+            LabelError, match=rf"annotations\[0\]\.metadata_frame_index: int\(\) rejects {re.escape(what)}"
+        ):
+            metric.load_predictions(path)
+        with pytest.raises((ValueError, TypeError, OverflowError)):
+            reference.read_file(str(path), True)
 
 
 def test_bad_prediction_file_rejected(tmp_path):
@@ -308,12 +394,16 @@ def test_bad_prediction_file_rejected(tmp_path):
     write(tmp_path / "pred" / "s.json", bad)
     with pytest.raises(ValueError, match=r"s\.json.*x=360\.5 outside the canvas"):
         metric.evaluate_folders(tmp_path / "pred", tmp_path / "gt", workers=1)
-    with pytest.raises(LabelError, match="missing key 'score'"):
-        metric.load_predictions(write(tmp_path / "noscore.json", gt))
+    path = _raw(
+        tmp_path, "n.json", [{"metadata_frame_index": 0, "category_id": 0, "segmentation": [[[1, 2]]]}]
+    )
+    with pytest.raises(LabelError, match=r"segmentation\[0\]: must be an N x 3 array"):
+        metric.load_ground_truth(path)
     big = tmp_path / "big.json"
-    big.write_text('{"annotations": []}' + " " * (metric.MAX_FILE_BYTES + 1))
-    with pytest.raises(metric.MetricError, match="exceeds the 20 MB limit"):
+    big.write_text('{"annotations": []}' + " " * metric.MAX_FILE_BYTES)
+    with pytest.raises(metric.MetricError, match=r"exceeds the 20 MiB \(20971520-byte\) limit"):
         metric.load_predictions(big)
+    assert metric.load_ground_truth(big) == []  # the limit is on prediction files
 
 
 # ---------------------------------------------------------------------------- baseline metric

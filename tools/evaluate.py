@@ -4,19 +4,24 @@
     python tools/evaluate.py --pred output/run3/submission \\
         --gt datasets/STARSS23/labels_dev/dev-test-sony datasets/STARSS23/labels_dev/dev-test-tau
 
-Each ``<pred>/<clip>.json`` is paired with ``<gt>/<clip>_std.json`` (or ``<clip>.json``) in any of
-the --gt folders (their subfolders are not searched); a ground-truth clip without a prediction file
-counts as an empty prediction, a prediction file without ground truth is an error. Prints a table
-per class (GT count, detections, AP at each IoU threshold, mAP, Pearson r, relative distance error)
-with macro and micro rows and writes, under --out (default ``<pred>_eval``):
+Files are paired and read as the official evaluator does (SPEC §2.7): each ``<pred>/<clip>.json``
+(names starting with "." ignored) with ``<clip>_std.json`` in a --gt folder or one level below it;
+a prediction file without ground truth is skipped, a ground-truth clip without prediction file is
+not scored (``--missing-as-empty`` scores it as an empty prediction), a plain ``<clip>.json``
+ground truth is not paired. A missing ``score`` ranks at 0, a category outside 0-12 is dropped, a
+missing or empty segmentation renders as nothing; each such leniency is one ``warning:`` line with
+its count and files. Prints a table per class (GT count, detections, AP at each IoU threshold,
+mAP, Pearson r, relative distance error) with macro and micro rows and writes, under --out
+(default ``<pred>_eval``):
 
   metrics.json          every number (per class, macro, micro), undefined values as null
   table.md              the printed table
   ap_vs_threshold.png   AP against the IoU threshold per class, macro and micro
 
 ``--metric baseline`` scores with the older baseline metric instead (COCO mask AP@0.50:0.95 of
-sigma = 6 deg Gaussian renderings). A bad file (out-of-canvas coordinate, missing score, over
-20 MB, malformed JSON) invalidates the submission: it is reported in one line and the exit code is 1.
+sigma = 6 deg Gaussian renderings). Where the official evaluator stops (a prediction file over
+20 MiB, malformed JSON, a polygon that is not N x 3, a coordinate off the canvas, a frame or
+category that int() rejects) the tool reports the file in one line and the exit code is 1.
 """
 
 from __future__ import annotations
@@ -42,6 +47,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--gt", required=True, nargs="+", type=Path, help="folder(s) of ground-truth label files")
     p.add_argument("--out", type=Path, default=None, help="output folder (default: <pred>_eval)")
     p.add_argument("--metric", choices=("official", "baseline"), default="official")
+    p.add_argument(
+        "--missing-as-empty",
+        action="store_true",
+        help="score ground-truth clips without prediction file as empty predictions (the official "
+        "evaluator does not score them)",
+    )
     p.add_argument("--workers", type=int, default=1, help="processes evaluating clips in parallel")
     p.add_argument("--no-plot", action="store_true", help="skip ap_vs_threshold.png")
     return p.parse_args(argv)
@@ -119,15 +130,24 @@ def main(argv: list[str] | None = None) -> int:
             result = metric.evaluate_folders(
                 args.pred,
                 args.gt,
+                missing_as_empty=args.missing_as_empty,
                 curve_thresholds=metric.CURVE_THRESHOLDS,
                 workers=args.workers,
                 progress=True,
             )
         else:
-            result = baseline_metric.evaluate_folders(args.pred, args.gt, workers=args.workers, progress=True)
+            result = baseline_metric.evaluate_folders(
+                args.pred,
+                args.gt,
+                missing_as_empty=args.missing_as_empty,
+                workers=args.workers,
+                progress=True,
+            )
     except (ValueError, OSError) as err:  # MetricError / LabelError: one line naming the file
         print(f"error: {err}", file=sys.stderr)
         return 1
+    for line in result["warnings"]:
+        print(f"warning: {line}", file=sys.stderr)
     lines = format_table(result)
     print("\n".join(lines))
     m, u = result["macro"], result["micro"]
@@ -135,8 +155,6 @@ def main(argv: list[str] | None = None) -> int:
         f"macro mAP {_fmt(m['mAP'])}  Pearson {_fmt(m['pearson'])}  |  "
         f"micro mAP {_fmt(u['mAP'])}  Pearson {_fmt(u['pearson'])}  ({result['clips']} clips)"
     )
-    if result.get("missing_predictions"):
-        print(f"note: {len(result['missing_predictions'])} clip(s) without prediction file scored as empty")
     with atomic_open(out / "metrics.json", "w") as f:
         json.dump(result, f, indent=2)
     with atomic_open(out / "table.md", "w") as f:

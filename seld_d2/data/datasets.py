@@ -6,8 +6,17 @@ per 100 ms frame::
     {"file_name": ".../frames_dev/<split>/<seq>/<seq>_0042.png", "height": 180, "width": 360,
      "image_id": "<split>/<seq>/42", "split", "sequence", "frame_index": 42,
      "wav_file": ".../mic_dev/<split>/<seq>.wav", "feature_file": ".../<seq>.npz",
-     "annotations": [{"category_id", "instance_id", "distance" (cm), "segmentation":
-                      [float32 (K, 3) x/y/v arrays], "bbox", "bbox_mode", "iscrowd": 0}, ...]}
+     "annotations": [{"category_id", "instance_id", "distance" (cm, NaN when the file has none),
+                      "segmentation": [float32 (K, 3) x/y/v arrays], "bbox", "bbox_mode",
+                      "iscrowd"}, ...]}
+
+Every annotation of the label file is a record annotation (the evaluator counts them all, as the
+official one does). Those that train no instance have ``iscrowd: 1``: an annotation without map
+(released STAIRS26 files may hold ``segmentation: []``; it has no ``bbox`` either) and a repeated
+copy of an earlier one (same frame, instance, class and polygons, see
+:func:`~seld_d2.data.labels.repeated_annotations`). What a split's files held that the project's
+writers never write (those two, float coordinates, missing distances, empty polygons) is logged
+once per split, one warning line per kind with the count.
 
 Each clip is checked once (wav header, frame naming/count/size, label JSON); the resulting index
 is cached under ``<root>/.seld_index/`` keyed by the sizes and modification times of every file it
@@ -32,12 +41,12 @@ from ..acoustics.audio import SAMPLE_RATE, AudioError, check_wav
 from ..acoustics.visibility import FRAME_RATE
 from ..utils.io import atomic_open
 from .classes import CLASS_COLORS, CLASS_NAMES
-from .labels import Annotation, LabelError, load_labels
+from .labels import Annotation, LabelError, LabelNotes, load_labels, repeated_annotations
 
 logger = logging.getLogger(__name__)
 
 FRAME_W, FRAME_H = 360, 180
-INDEX_VERSION = 1
+INDEX_VERSION = 2
 AUDIO_FORMATS = {"mic": ("mic_dev", 4), "eigen": ("eigen_dev", 32)}
 
 
@@ -63,6 +72,8 @@ class ClipIndex:
     num_frames: int
     label_file: str | None
     annotations: list[Annotation] = field(default_factory=list)
+    repeated: set[int] = field(default_factory=set)  # indices of repeated copies (train once)
+    notes: LabelNotes = field(default_factory=LabelNotes)  # what the label file held beyond our writers'
 
 
 def label_path(root: Path, split: str, seq: str) -> Path | None:
@@ -148,13 +159,27 @@ def check_clip(
     frames_dir = root / "frames_dev" / split / seq
     n = check_frames(frames_dir, seq, audio_frames)
     labels = label_path(root, split, seq)
+    notes = LabelNotes()
     if labels is None:
         if require_labels:
             raise LabelError(root / "labels_dev" / split / f"{seq}_std.json", "", "file not found")
         anns = []
     else:
-        anns = load_labels(labels, num_frames=max(n, audio_frames))
-    return ClipIndex(split, seq, str(wav), str(frames_dir), n, str(labels) if labels else None, anns)
+        anns = load_labels(labels, num_frames=max(n, audio_frames), notes=notes)
+    repeated = repeated_annotations(anns)
+    if repeated:
+        notes.add("duplicate", labels, n=len(repeated))
+    label_file = str(labels) if labels else None
+    return ClipIndex(split, seq, str(wav), str(frames_dir), n, label_file, anns, repeated, notes)
+
+
+def _log_notes(split: str, clips: list[ClipIndex]) -> None:
+    """One warning per kind of what the split's label files held beyond the project's writers."""
+    notes = LabelNotes()
+    for clip in clips:
+        notes.update(clip.notes)
+    for line in notes.lines():
+        logger.warning("%s labels: %s", split, line)
 
 
 def _fingerprint(root: Path, split: str, audio: str, seqs: list[str]) -> str:
@@ -207,6 +232,7 @@ def index_split(
                 clips, bad = pickle.load(f)
             for message in bad:
                 logger.warning("skipping clip: %s", message)
+            _log_notes(split, clips)
             return clips
         except Exception:  # a damaged cache is rebuilt
             pass
@@ -227,6 +253,7 @@ def index_split(
     if use_cache:
         with atomic_open(cache, "wb") as f:
             pickle.dump((clips, bad), f, protocol=pickle.HIGHEST_PROTOCOL)
+    _log_notes(split, clips)
     return clips
 
 
@@ -234,9 +261,10 @@ def clip_records(clip: ClipIndex, feature_dir: str | os.PathLike | None = None) 
     """One Detectron2 record per frame of a clip (frames without events have no annotations)."""
     from detectron2.structures import BoxMode
 
-    by_frame: dict[int, list[Annotation]] = {}
-    for ann in clip.annotations:
-        by_frame.setdefault(ann.frame, []).append(ann)
+    by_frame: dict[int, list[tuple[Annotation, bool]]] = {}
+    for i, ann in enumerate(clip.annotations):
+        trains = bool(ann.polygons) and i not in clip.repeated
+        by_frame.setdefault(ann.frame, []).append((ann, trains))
     feature_file = str(Path(feature_dir) / f"{clip.sequence}.npz") if feature_dir else None
     records = []
     for k in range(clip.num_frames):
@@ -257,11 +285,10 @@ def clip_records(clip: ClipIndex, feature_dir: str | os.PathLike | None = None) 
                         "instance_id": a.instance_id,
                         "distance": a.distance,
                         "segmentation": a.polygons,
-                        "bbox": a.bbox(),
-                        "bbox_mode": BoxMode.XYXY_ABS,
-                        "iscrowd": 0,
+                        **({"bbox": a.bbox(), "bbox_mode": BoxMode.XYXY_ABS} if a.polygons else {}),
+                        "iscrowd": 0 if trains else 1,
                     }
-                    for a in by_frame.get(k, [])
+                    for a, trains in by_frame.get(k, [])
                 ],
             }
         )

@@ -4,6 +4,11 @@ A file is ``{"annotations": [ann, ...]}``; each ann has ``metadata_frame_index``
 ``instance_id`` (int), ``category_id`` (int 0-12), ``distance`` (cm), ``segmentation`` (a list
 of polygons, each a list of ``[x, y, v]`` triplets on the 360x180 canvas) and, in predictions,
 ``score``. Every violation raises :class:`LabelError`, one line naming the file and the field.
+
+What released STAIRS26 files contain and the project's writers never produce is read, and counted
+in a :class:`LabelNotes` when one is passed (SPEC §5): an annotation whose segmentation is missing
+or ``[]`` (an older generator's event under the threshold) has no polygons; empty polygons inside a
+segmentation are dropped; a missing distance is NaN; float coordinates are kept as they are.
 """
 
 from __future__ import annotations
@@ -11,7 +16,9 @@ from __future__ import annotations
 import json
 import math
 import os
+from collections import Counter
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -20,7 +27,126 @@ from ..utils.io import atomic_open
 from .classes import CLASS_NAMES
 
 CANVAS_W, CANVAS_H = 360, 180
-REQUIRED_KEYS = ("metadata_frame_index", "instance_id", "category_id", "distance", "segmentation")
+REQUIRED_KEYS = ("metadata_frame_index", "instance_id", "category_id")
+
+# One line per kind of input a reader accepted though the project's writers never write it:
+# (singular, plural) templates of the count n, the details d (e.g. the categories) and the files.
+NOTE_TEXTS: dict[str, tuple[str, str]] = {
+    "no_score": (
+        '1 prediction without "score" (scored as 0)',
+        '{n} predictions without "score" (scored as 0)',
+    ),
+    "category": ("1 annotation with category {d} dropped", "{n} annotations with category {d} dropped"),
+    "no_map": (
+        "1 annotation with a missing or empty segmentation (an all-zero map)",
+        "{n} annotations with a missing or empty segmentation (all-zero maps)",
+    ),
+    "empty_polygon": ("1 empty polygon ignored", "{n} empty polygons ignored"),
+    "cast": (
+        "1 {d} value that is not a plain integer, read with int() (as the official evaluator does)",
+        "{n} {d} values that are not plain integers, read with int() (as the official evaluator does)",
+    ),
+    "negative_frame": (
+        "1 annotation with a negative metadata_frame_index (scored as it is)",
+        "{n} annotations with a negative metadata_frame_index (scored as they are)",
+    ),
+    "no_distance": (
+        "1 annotation without a numeric distance (no distance value for it)",
+        "{n} annotations without a numeric distance (no distance value for them)",
+    ),
+    "float_xy": (
+        "1 annotation with non-integer coordinates (kept as they are)",
+        "{n} annotations with non-integer coordinates (kept as they are)",
+    ),
+    "duplicate": (
+        "1 repeated annotation (same frame, instance_id, category_id and polygons) trained once",
+        "{n} repeated annotations (same frame, instance_id, category_id and polygons) trained once",
+    ),
+    "unpaired_prediction": (
+        "1 prediction file without ground truth skipped (as the official evaluator does)",
+        "{n} prediction files without ground truth skipped (as the official evaluator does)",
+    ),
+    "missing_prediction": (
+        "GT clip {d} has no prediction file: not scored, as the official evaluator does; "
+        "--missing-as-empty scores it as an empty prediction",
+        "{n} GT clips have no prediction file: not scored, as the official evaluator does; "
+        "--missing-as-empty scores them as empty predictions",
+    ),
+    "empty_prediction": (
+        "GT clip {d} has no prediction file: scored as an empty prediction (--missing-as-empty)",
+        "{n} GT clips have no prediction file: scored as empty predictions (--missing-as-empty)",
+    ),
+    "plain_gt": (
+        "1 GT file not named <clip>_std.json: not paired, as the official evaluator does",
+        "{n} GT files not named <clip>_std.json: not paired, as the official evaluator does",
+    ),
+    "gt_twice": (
+        "1 clip with ground truth in two places: the first found is used",
+        "{n} clips with ground truth in several places: the first found is used",
+    ),
+}
+SHOWN_FILES = 3  # file names listed per note line
+
+
+class LabelNotes:
+    """Counts, per kind of :data:`NOTE_TEXTS`, of what readers accepted that the strict schema of
+    the project's writers would refuse, with the files (and details) where it was met.
+    :meth:`lines` gives one line per kind; notes from several readers add up with :meth:`update`."""
+
+    def __init__(self) -> None:
+        self.counts: Counter[str] = Counter()
+        self.files: dict[str, list[str]] = {}
+        self.details: dict[str, set] = {}
+
+    def add(self, kind: str, path: str | os.PathLike, n: int = 1, detail: Any = None) -> None:
+        if kind not in NOTE_TEXTS:
+            raise KeyError(f"unknown note kind {kind!r}")
+        if n <= 0:
+            return
+        self.counts[kind] += n
+        files = self.files.setdefault(kind, [])
+        name = os.fspath(path)
+        if not files or files[-1] != name:
+            files.append(name)
+        if detail is not None:
+            self.details.setdefault(kind, set()).add(detail)
+
+    def update(self, other: LabelNotes) -> None:
+        for kind, n in other.counts.items():
+            self.counts[kind] += n
+            mine = self.files.setdefault(kind, [])
+            mine.extend(f for f in other.files.get(kind, []) if f not in mine)
+            if kind in other.details:
+                self.details.setdefault(kind, set()).update(other.details[kind])
+
+    def __bool__(self) -> bool:
+        return bool(self.counts)
+
+    def __getitem__(self, kind: str) -> int:
+        return self.counts[kind]
+
+    def lines(self) -> list[str]:
+        """One line per kind met, in :data:`NOTE_TEXTS` order: the count, what was done, and the
+        first files (``<folder>/<name>``)."""
+        out = []
+        for kind, (one, many) in NOTE_TEXTS.items():
+            n = self.counts[kind]
+            if not n:
+                continue
+            details = sorted(self.details.get(kind, ()), key=lambda d: (str(type(d)), d))
+            text = (one if n == 1 else many).format(n=n, d=", ".join(map(str, details)))
+            files = self.files[kind]
+            if kind not in ("missing_prediction", "empty_prediction") or n > 1:
+                shown = ", ".join(_short(f) for f in files[:SHOWN_FILES])
+                more = f" and {len(files) - SHOWN_FILES} more" if len(files) > SHOWN_FILES else ""
+                text += f": {shown}{more}"
+            out.append(text)
+        return out
+
+
+def _short(path: str) -> str:
+    p = Path(path)
+    return f"{p.parent.name}/{p.name}" if p.parent.name else p.name
 
 
 class LabelError(ValueError):
@@ -34,7 +160,8 @@ class LabelError(ValueError):
 @dataclass
 class Annotation:
     """One sound event instance in one frame. ``polygons`` are float32 (K, 3) arrays of
-    ``[x, y, v]``; an event straddling the azimuth seam has two."""
+    ``[x, y, v]``; an event straddling the azimuth seam has two, one read with an empty
+    segmentation none. ``distance`` is NaN when the file gave none."""
 
     frame: int
     instance_id: int
@@ -46,6 +173,8 @@ class Annotation:
 
     def bbox(self) -> list[float]:
         """Tight XYXY box around every point of every polygon (pixel-inclusive)."""
+        if not self.polygons:
+            raise ValueError("an annotation without polygons has no box")
         pts = np.concatenate(self.polygons)
         x0, y0 = pts[:, 0].min(), pts[:, 1].min()
         x1, y1 = pts[:, 0].max(), pts[:, 1].max()
@@ -111,14 +240,16 @@ def parse_annotation(
     num_frames: int | None = None,
     require_score: bool = False,
     gt_values: bool = True,
+    notes: LabelNotes | None = None,
 ) -> Annotation:
-    """Validate one annotation dict and convert it; raises :class:`LabelError`."""
+    """Validate one annotation dict and convert it; raises :class:`LabelError`. What is accepted
+    though the project never writes it (see the module docstring) is counted in ``notes``."""
     if not isinstance(ann, dict):
         raise LabelError(path, where, f"must be an object, got {type(ann).__name__}")
     for key in REQUIRED_KEYS + (("score",) if require_score else ()):
         if key not in ann:
             raise LabelError(path, where, f"missing key {key!r}")
-    frame, inst, cat, dist = (ann[k] for k in REQUIRED_KEYS[:4])
+    frame, inst, cat = (ann[k] for k in REQUIRED_KEYS)
     if not _is_int(frame) or frame < 0:
         raise LabelError(
             path, f"{where}.metadata_frame_index", f"must be a non-negative integer, got {frame!r}"
@@ -133,19 +264,37 @@ def parse_annotation(
         raise LabelError(
             path, f"{where}.category_id", f"must be an integer in [0, {num_classes - 1}], got {cat!r}"
         )
-    if not _is_number(dist) or dist < 0:
+    dist = ann.get("distance")
+    if dist is None and "distance" not in ann:
+        dist = math.nan  # no distance target for this instance
+        _note(notes, "no_distance", path)
+    elif not _is_number(dist) or dist < 0:
         raise LabelError(path, f"{where}.distance", f"must be a non-negative number of cm, got {dist!r}")
     score = ann.get("score")
     if score is not None and not _is_number(score):
         raise LabelError(path, f"{where}.score", f"must be a finite number, got {score!r}")
-    seg = ann["segmentation"]
-    if not isinstance(seg, list) or not seg:
-        raise LabelError(path, f"{where}.segmentation", "must be a non-empty list of polygons")
-    polygons = [
-        _parse_polygon(poly, f"{where}.segmentation[{i}]", path, gt_values) for i, poly in enumerate(seg)
-    ]
-    extra = {k: v for k, v in ann.items() if k not in REQUIRED_KEYS and k != "score"}
+    seg = ann.get("segmentation", [])
+    if not isinstance(seg, list):
+        raise LabelError(
+            path, f"{where}.segmentation", f"must be a list of polygons, got {type(seg).__name__}"
+        )
+    polygons = []
+    for i, poly in enumerate(seg):
+        if isinstance(poly, list) and not poly:
+            _note(notes, "empty_polygon", path)
+            continue
+        polygons.append(_parse_polygon(poly, f"{where}.segmentation[{i}]", path, gt_values))
+    if not polygons:
+        _note(notes, "no_map", path)
+    elif notes is not None and any((p[:, :2] != np.floor(p[:, :2])).any() for p in polygons):
+        notes.add("float_xy", path)
+    extra = {k: v for k, v in ann.items() if k not in REQUIRED_KEYS + ("distance", "segmentation", "score")}
     return Annotation(int(frame), int(inst), int(cat), float(dist), polygons, score, extra)
+
+
+def _note(notes: LabelNotes | None, kind: str, path: str | os.PathLike, detail: Any = None) -> None:
+    if notes is not None:
+        notes.add(kind, path, detail=detail)
 
 
 def _parse_polygon(poly: Any, where: str, path: str | os.PathLike, gt_values: bool) -> np.ndarray:
@@ -184,10 +333,12 @@ def load_labels(
     num_frames: int | None = None,
     require_score: bool = False,
     gt_values: bool = True,
+    notes: LabelNotes | None = None,
 ) -> list[Annotation]:
     """Read and validate a label (or, with ``require_score``, a prediction) file.
 
-    ``num_frames`` bounds the frame indices; ``gt_values`` requires v in (0, 1] (ground truth).
+    ``num_frames`` bounds the frame indices; ``gt_values`` requires v in (0, 1] (ground truth);
+    ``notes`` counts what was accepted though the project never writes it (module docstring).
     Raises :class:`LabelError` on the first problem.
     """
     try:
@@ -211,18 +362,56 @@ def load_labels(
             num_frames=num_frames,
             require_score=require_score,
             gt_values=gt_values,
+            notes=notes,
         )
         for i, ann in enumerate(anns)
     ]
 
 
 def write_labels(path: str | os.PathLike, annotations: list[Annotation]) -> None:
-    """Write annotations as a label/submission JSON file, atomically, sorted by frame then id."""
+    """Write annotations as a label/submission JSON file, atomically, sorted by frame then id.
+
+    Strict in what it writes: an annotation without polygons, with an empty polygon or without a
+    finite distance raises ValueError (readers accept them in released files, the project never
+    writes them)."""
+    for a in annotations:
+        if not a.polygons:
+            problem = "no polygons"
+        elif any(len(p) == 0 for p in a.polygons):
+            problem = "an empty polygon"
+        elif not math.isfinite(a.distance):
+            problem = f"a non-finite distance ({a.distance})"
+        else:
+            continue
+        raise ValueError(
+            f"{os.fspath(path)}: annotation at frame {a.frame} (instance {a.instance_id}) has {problem}"
+        )
     ordered = sorted(annotations, key=lambda a: (a.frame, a.instance_id))
     # json.dumps encodes in C; json.dump(obj, f) would take the pure-Python encoder.
     text = json.dumps({"annotations": [a.to_json() for a in ordered]}, separators=(",", ":"))
     with atomic_open(path, "w") as f:
         f.write(text)
+
+
+def repeated_annotations(annotations: list[Annotation]) -> set[int]:
+    """Indices of annotations that repeat an earlier one: same frame, instance_id, category_id
+    and identical polygons (the newer STAIRS26 script writes a seam-crossing event once per
+    contour, each copy with every polygon). Such copies train once."""
+    first: dict[tuple[int, int, int], list[int]] = {}
+    repeats = set()
+    for i, a in enumerate(annotations):
+        key = (a.frame, a.instance_id, a.category_id)
+        earlier = first.setdefault(key, [])
+        for j in earlier:
+            b = annotations[j].polygons
+            if len(b) == len(a.polygons) and all(
+                np.array_equal(p, q) for p, q in zip(a.polygons, b, strict=True)
+            ):
+                repeats.add(i)
+                break
+        else:
+            earlier.append(i)
+    return repeats
 
 
 def group_by_frame(annotations: list[Annotation]) -> dict[int, list[Annotation]]:

@@ -161,6 +161,8 @@ class SeldDatasetMapper:
 
         maps, classes, distances, ids = [], [], [], []
         for a in annos:
+            if a.get("iscrowd", 0):  # no map, or a repeated copy: nothing (more) to train
+                continue
             energy = transforms.apply_segmentation(render_energy(a["segmentation"], height, width))
             for part in split_at_seam(energy):
                 if part.any():

@@ -15,11 +15,12 @@ from .classes import NUM_CLASSES
 
 
 def class_frequencies(records: Sequence[dict], num_classes: int = NUM_CLASSES) -> np.ndarray:
-    """Number of annotations of each class over the records, (num_classes,)."""
+    """Number of training annotations (not ``iscrowd``) of each class over the records, (num_classes,)."""
     counts = np.zeros(num_classes, np.int64)
     for r in records:
         for a in r.get("annotations", ()):
-            counts[a["category_id"]] += 1
+            if not a.get("iscrowd", 0):  # annotations that train no instance are not counted
+                counts[a["category_id"]] += 1
     return counts
 
 
@@ -38,7 +39,7 @@ def frame_weights(records: Sequence[dict], weights: np.ndarray) -> np.ndarray:
     without events), (len(records),)."""
     out = np.ones(len(records), np.float64)
     for i, r in enumerate(records):
-        cats = [a["category_id"] for a in r.get("annotations", ())]
+        cats = [a["category_id"] for a in r.get("annotations", ()) if not a.get("iscrowd", 0)]
         if cats:
             out[i] = weights[cats].max()
     return out

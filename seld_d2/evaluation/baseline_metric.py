@@ -27,7 +27,7 @@ from scipy.ndimage import binary_dilation
 from scipy.optimize import linear_sum_assignment
 
 from ..data.classes import CLASS_NAMES
-from ..data.labels import CANVAS_H, CANVAS_W, Annotation
+from ..data.labels import CANVAS_H, CANVAS_W, Annotation, LabelNotes
 from .metric import (
     MetricError,
     _jsonable,
@@ -38,6 +38,7 @@ from .metric import (
     clip_order,
     find_clip_files,
     load_clip_files,
+    select_clips,
     threshold_key,
 )
 
@@ -309,22 +310,27 @@ def evaluate_folders(
     thresholds: Sequence[float] = THRESHOLDS,
     num_classes: int = len(CLASS_NAMES),
     *,
+    missing_as_empty: bool = False,
     workers: int = 1,
     progress: bool = False,
     **settings,
 ) -> dict:
-    """Baseline metric of a submission folder; files are paired and checked as for the official
-    metric (:func:`seld_d2.evaluation.metric.find_clip_files`)."""
-    files = find_clip_files(pred_dir, gt_dirs)
+    """Baseline metric of a submission folder; files are paired and read as for the official
+    metric (:func:`seld_d2.evaluation.metric.evaluate_folders`, whose extra result keys it adds)."""
+    notes = LabelNotes()
+    files = find_clip_files(pred_dir, gt_dirs, notes)
+    chosen = select_clips(files, missing_as_empty, notes)
     pred, gt = {}, {}
-    for clip, p, g in files:
+    for clip, p, g in chosen:
         try:
-            pred[clip], gt[clip] = load_clip_files(p, g, num_classes)
+            pred[clip], gt[clip] = load_clip_files(p, g, num_classes, notes)
         except (ValueError, OSError) as err:
             raise MetricError(str(err)) from None
     result = evaluate_annotations(
         pred, gt, thresholds, num_classes, workers=workers, progress=progress, **settings
     )
-    result["clip_names"] = [c for c, _, _ in files]
-    result["missing_predictions"] = [c for c, p, _ in files if p is None]
+    result["clip_names"] = [c for c, _, _ in chosen]
+    result["missing_predictions"] = [c for c, _ in files.gt_only]
+    result["unpaired_predictions"] = [p.name for p in files.unpaired]
+    result["warnings"] = notes.lines()
     return result

@@ -28,7 +28,9 @@ logger = logging.getLogger(__name__)
 
 
 def record_annotations(records: list[dict]) -> dict[str, list[Annotation]]:
-    """Ground-truth annotations per sequence from Detectron2 frame records."""
+    """Ground-truth annotations per sequence from Detectron2 frame records: all of them, the ones
+    that train no instance (``iscrowd``: no map, or a repeated copy) included, as the official
+    evaluator counts every annotation of a file."""
     gt: dict[str, list[Annotation]] = defaultdict(list)
     for r in records:
         gt[r["sequence"]].extend(
@@ -96,6 +98,8 @@ class Stairs26Evaluator(DatasetEvaluator):
             if self.output_dir:
                 write_labels(os.path.join(self.output_dir, "submission", f"{seq}.json"), pred[seq])
         result = evaluate_annotations(pred, gt)
+        for line in result["warnings"]:
+            logger.warning("%s: %s", self.dataset_name, line)
         summary = OrderedDict()
         for row in ("macro", "micro"):
             r = result[row]

@@ -42,11 +42,13 @@ intersect has IoU exactly 0 and Pearson NaN without rendering either side.
 from __future__ import annotations
 
 import contextlib
+import json
 import math
 import os
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from scipy.interpolate import LinearNDInterpolator
@@ -56,12 +58,12 @@ from scipy.spatial import Delaunay, QhullError
 from ..data.classes import CLASS_NAMES
 from ..data.labels import CANVAS_H as LABEL_H
 from ..data.labels import CANVAS_W as LABEL_W
-from ..data.labels import Annotation, load_labels
+from ..data.labels import Annotation, LabelError, LabelNotes
 
 CANVAS_W, CANVAS_H = 100, 50  # the metric's canvas; labels live on LABEL_W x LABEL_H = 360 x 180
 THRESHOLDS: tuple[float, ...] = (0.25, 0.5, 0.75)
 CURVE_THRESHOLDS: tuple[float, ...] = tuple(round(0.05 * k, 2) for k in range(1, 20))  # 0.05 .. 0.95
-MAX_FILE_BYTES = 20 * 1024 * 1024  # the official evaluator refuses larger prediction files
+MAX_FILE_BYTES = 20 * 1024 * 1024  # the official evaluator refuses larger prediction files (20 MiB)
 RECALL_POINTS = np.linspace(0.0, 1.0, 101)
 _INSIDE_EPS = 100 * np.finfo(np.float64).eps  # scipy's LinearNDInterpolator inside tolerance
 _UNMATCHED = np.float32(-1.0)  # IoU stored for unmatched predictions: below every threshold
@@ -695,32 +697,44 @@ def evaluate_annotations(
     thresholds: Sequence[float] = THRESHOLDS,
     num_classes: int = len(CLASS_NAMES),
     *,
+    missing_as_empty: bool = False,
     curve_thresholds: Sequence[float] = (),
     workers: int = 1,
     progress: bool = False,
 ) -> dict:
     """Official metric of predictions against ground truth, both keyed by clip name.
 
-    A ground-truth clip missing from ``pred`` counts as an empty prediction; a predicted clip
-    missing from ``gt`` raises :class:`MetricError`. ``curve_thresholds`` adds ``ap_curve`` rows
-    (AP at more IoU thresholds, e.g. for a plot); ``workers > 1`` matches clips in processes.
-    Returns the dict described in :func:`summarize`.
+    As the official evaluator: a clip is scored when it has both; a predicted clip without ground
+    truth is skipped and a ground-truth clip without predictions is not scored (with
+    ``missing_as_empty`` it counts as an empty prediction); a prediction without score ranks at 0;
+    annotations of a class outside ``[0, num_classes)`` are ignored. Each leniency is one line of
+    ``result["warnings"]``. ``curve_thresholds`` adds ``ap_curve`` rows (AP at more IoU
+    thresholds, e.g. for a plot); ``workers > 1`` matches clips in processes. Returns the dict
+    described in :func:`summarize`.
     """
     _check_thresholds(thresholds)
     if curve_thresholds:
         _check_thresholds(curve_thresholds)
-    orphans = sorted(set(pred) - set(gt))
-    if orphans:
-        raise MetricError(f"predictions for clip(s) without ground truth: {', '.join(orphans)}")
-    for name, anns in pred.items():
-        for ann in anns:
-            if ann.score is None:
-                raise MetricError(f"{name}: a prediction at frame {ann.frame} has no score")
-    clips = clip_order(gt)
-    items = [(list(pred.get(c, [])), list(gt[c]), num_classes) for c in clips]
+    notes = LabelNotes()
+    for clip in sorted(set(pred) - set(gt)):
+        notes.add("unpaired_prediction", clip)
+    missing = [c for c in clip_order(gt) if c not in pred]
+    for clip in missing:
+        notes.add("empty_prediction" if missing_as_empty else "missing_prediction", clip, detail=clip)
+    clips = [c for c in clip_order(gt) if c in pred or missing_as_empty]
+    items = []
+    for c in clips:
+        anns = list(pred.get(c, []))
+        unscored = [a for a in anns if a.score is None]
+        if unscored:
+            notes.add("no_score", c, n=len(unscored))
+            anns = [replace(a, score=0.0) if a.score is None else a for a in anns]
+        items.append((anns, list(gt[c]), num_classes))
     with _one_blas_thread():
         records = list(_pool_map(_match_item, items, workers, progress, "evaluate"))
-    return summarize(records, thresholds, num_classes, curve_thresholds)
+    result = summarize(records, thresholds, num_classes, curve_thresholds)
+    result["warnings"] = notes.lines()
+    return result
 
 
 # --------------------------------------------------------------------------------------------
@@ -728,78 +742,246 @@ def evaluate_annotations(
 # --------------------------------------------------------------------------------------------
 
 
-def load_predictions(path: str | os.PathLike, num_classes: int = len(CLASS_NAMES)) -> list[Annotation]:
-    """A submission file, checked as the official evaluator checks it (size <= 20 MB, every
-    coordinate on the canvas, a score on every annotation); raises ValueError with one line."""
-    size = os.path.getsize(path)
-    if size > MAX_FILE_BYTES:
-        raise MetricError(f"{os.fspath(path)}: {size / 2**20:.1f} MB exceeds the 20 MB limit")
-    return load_labels(path, num_classes=num_classes, require_score=True, gt_values=False)
+def _official_int(ann: dict, key: str, path: str, where: str, notes: LabelNotes) -> int:
+    """``int(ann[key])`` as the official evaluator reads it (``int(3.7) == 3``, ``int("3") == 3``);
+    a value ``int()`` rejects, or a missing key, stops the evaluation (LabelError)."""
+    if key not in ann:
+        raise LabelError(path, where, f"missing key {key!r} (the official evaluator stops here)")
+    value = ann[key]
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    try:
+        out = int(value)
+    except (TypeError, ValueError, OverflowError):
+        raise LabelError(
+            path, f"{where}.{key}", f"int() rejects {value!r} (the official evaluator stops here)"
+        ) from None
+    notes.add("cast", path, detail=key)
+    return out
 
 
-def load_ground_truth(path: str | os.PathLike, num_classes: int = len(CLASS_NAMES)) -> list[Annotation]:
-    """A label file; like the official evaluator it does not range-check the values ``v``."""
-    return load_labels(path, num_classes=num_classes, gt_values=False)
+def _official_polygon(poly: Any, path: str, where: str) -> np.ndarray:
+    """One polygon read as the official evaluator reads it: float32 (K, 3), every x in [0, 360]
+    and y in [0, 180]; anything else stops the evaluation (LabelError)."""
+    try:
+        arr = np.asarray(poly, dtype=np.float32)
+    except (TypeError, ValueError):
+        arr = None
+    if arr is None or arr.ndim != 2 or arr.shape[1] != 3:
+        shape = "ragged or not numeric" if arr is None else f"shape {arr.shape}"
+        raise LabelError(path, where, f"must be an N x 3 array of [x, y, v], got {shape}")
+    finite = np.isfinite(arr).all(axis=1)
+    if not finite.all():
+        i = int(np.argmin(finite))
+        raise LabelError(path, f"{where}[{i}]", f"non-finite value in {arr[i].tolist()!r}")
+    for axis, name, hi in ((0, "x", LABEL_W), (1, "y", LABEL_H)):
+        out = (arr[:, axis] < 0) | (arr[:, axis] > hi)
+        if out.any():
+            i = int(np.argmax(out))
+            raise LabelError(path, f"{where}[{i}]", f"{name}={arr[i, axis]:g} outside the canvas [0, {hi}]")
+    return arr
+
+
+def read_official(
+    path: str | os.PathLike,
+    *,
+    predictions: bool,
+    num_classes: int = len(CLASS_NAMES),
+    notes: LabelNotes | None = None,
+) -> list[Annotation]:
+    """A prediction or ground-truth file read exactly as the official evaluator reads it.
+
+    Stops (raises :class:`MetricError` / :class:`LabelError`, one line naming the file) where it
+    stops: a prediction file over 20 MiB, unreadable JSON, no ``annotations`` list, a frame or
+    category that ``int()`` rejects, a polygon that is not N x 3, a coordinate off the canvas.
+    Otherwise it reads on, counting in ``notes``: ``score`` missing (0.0), frame or category
+    values that are not plain integers (``int()``), categories outside ``[0, num_classes)``
+    (dropped), missing / empty segmentations and empty polygons (nothing rendered). ``v`` is not
+    range-checked; ``instance_id`` and ``distance`` are kept when they are numbers (distance NaN
+    otherwise: only the distance diagnostic uses it). Other keys are ignored.
+    """
+    notes = LabelNotes() if notes is None else notes
+    path = os.fspath(path)
+    if predictions:
+        size = os.path.getsize(path)
+        if size > MAX_FILE_BYTES:
+            raise MetricError(
+                f"{path}: {size / 2**20:.1f} MiB ({size} bytes) exceeds the 20 MiB "
+                f"({MAX_FILE_BYTES}-byte) limit of the official evaluator"
+            )
+    try:
+        with open(path, encoding="utf-8") as f:
+            data = json.load(f)
+    except FileNotFoundError:
+        raise LabelError(path, "", "file not found") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise LabelError(path, "", f"not valid JSON ({err})") from None
+    if not isinstance(data, dict) or not isinstance(data.get("annotations"), list):
+        raise LabelError(path, "", 'top level must be an object with an "annotations" list')
+    out = []
+    for k, ann in enumerate(data["annotations"]):
+        where = f"annotations[{k}]"
+        if not isinstance(ann, dict):
+            raise LabelError(path, where, f"must be an object, got {type(ann).__name__}")
+        frame = _official_int(ann, "metadata_frame_index", path, where, notes)
+        cat = _official_int(ann, "category_id", path, where, notes)
+        if not 0 <= cat < num_classes:
+            notes.add("category", path, detail=cat)
+            continue
+        if frame < 0:
+            notes.add("negative_frame", path)
+        score = None
+        if predictions:
+            score = ann.get("score")
+            if score is None and "score" not in ann:
+                notes.add("no_score", path)
+                score = 0.0
+            elif not isinstance(score, int | float) or isinstance(score, bool):
+                raise LabelError(path, f"{where}.score", f"must be a number, got {score!r}")
+        seg = ann.get("segmentation", [])
+        if not isinstance(seg, list):
+            raise LabelError(path, f"{where}.segmentation", f"must be a list of polygons, got {seg!r:.40}")
+        polygons = []
+        for i, poly in enumerate(seg):
+            if isinstance(poly, list) and not poly:
+                notes.add("empty_polygon", path)
+                continue
+            polygons.append(_official_polygon(poly, path, f"{where}.segmentation[{i}]"))
+        if not polygons:
+            notes.add("no_map", path)
+        dist = ann.get("distance")
+        if not isinstance(dist, int | float) or isinstance(dist, bool) or not math.isfinite(dist):
+            notes.add("no_distance", path)
+            dist = math.nan
+        inst = ann.get("instance_id")
+        inst = inst if isinstance(inst, int) and not isinstance(inst, bool) else -1
+        out.append(
+            Annotation(frame, inst, cat, float(dist), polygons, None if score is None else float(score))
+        )
+    return out
+
+
+def load_predictions(
+    path: str | os.PathLike, num_classes: int = len(CLASS_NAMES), notes: LabelNotes | None = None
+) -> list[Annotation]:
+    """A submission file read as the official evaluator reads it (:func:`read_official`)."""
+    return read_official(path, predictions=True, num_classes=num_classes, notes=notes)
+
+
+def load_ground_truth(
+    path: str | os.PathLike, num_classes: int = len(CLASS_NAMES), notes: LabelNotes | None = None
+) -> list[Annotation]:
+    """A label file read as the official evaluator reads it (:func:`read_official`; ``v`` is not
+    range-checked, ``score`` not read)."""
+    return read_official(path, predictions=False, num_classes=num_classes, notes=notes)
+
+
+GT_SUFFIX = "_std.json"
+
+
+def _gt_candidates(gt_dir: Path) -> dict[str, list[Path]]:
+    """``<clip>_std.json`` files of a ground-truth folder and its subfolders (not deeper; names
+    starting with "." skipped), by clip: the folder's own file first, then subfolders by name."""
+    found: dict[str, list[Path]] = {}
+    for pattern in (f"*{GT_SUFFIX}", f"*/*{GT_SUFFIX}"):
+        for path in sorted(gt_dir.glob(pattern)):
+            if any(part.startswith(".") for part in path.relative_to(gt_dir).parts) or not path.is_file():
+                continue
+            found.setdefault(path.name[: -len(GT_SUFFIX)], []).append(path)
+    return found
+
+
+@dataclass
+class ClipFiles:
+    """How a prediction folder pairs with ground truth: ``pairs`` (clip, prediction, GT) and
+    ``gt_only`` (clip, GT) in official clip order, ``unpaired`` prediction files."""
+
+    pairs: list[tuple[str, Path, Path]]
+    gt_only: list[tuple[str, Path]]
+    unpaired: list[Path]
 
 
 def find_clip_files(
-    pred_dir: str | os.PathLike, gt_dirs: str | os.PathLike | Sequence[str | os.PathLike]
-) -> list[tuple[str, Path | None, Path]]:
-    """Pair ``<pred_dir>/<clip>.json`` with ``<gt_dir>/<clip>_std.json`` (or ``<clip>.json``) for
-    every ground-truth clip of the ``gt_dirs`` (not their subfolders), in official clip order.
-
-    Returns ``(clip, pred_path or None, gt_path)``; raises :class:`MetricError` on a prediction
-    without ground truth, a clip found twice, or no ground truth at all.
-    """
+    pred_dir: str | os.PathLike,
+    gt_dirs: str | os.PathLike | Sequence[str | os.PathLike],
+    notes: LabelNotes | None = None,
+) -> ClipFiles:
+    """Pair every ``<pred_dir>/<clip>.json`` (names starting with "." ignored) with
+    ``<clip>_std.json`` in a ground-truth folder or one level below it, as the official evaluator
+    does (several ``gt_dirs`` are searched in order; the first file found wins). A prediction
+    without ground truth is skipped, a plain ``<clip>.json`` ground truth is not paired; both are
+    counted in ``notes``. Raises :class:`MetricError` when a folder is missing or nothing pairs."""
+    notes = LabelNotes() if notes is None else notes
     if isinstance(gt_dirs, str | os.PathLike):
         gt_dirs = [gt_dirs]
+    gt_dirs = [Path(d) for d in gt_dirs]
     pred_dir = Path(pred_dir)
-    if not pred_dir.is_dir():
-        raise MetricError(f"{pred_dir}: not a directory")
-    gt_files: dict[str, Path] = {}
-    for gt_dir in map(Path, gt_dirs):
-        if not gt_dir.is_dir():
-            raise MetricError(f"{gt_dir}: not a directory")
-        found: dict[str, Path] = {}
-        for path in sorted(gt_dir.glob("*.json")):
-            if path.name.startswith("."):
-                continue
-            std = path.name.endswith("_std.json")
-            clip = path.name[: -len("_std.json")] if std else path.stem
-            if clip in found and not std:
-                continue  # <clip>_std.json wins over a plain <clip>.json, as in the official code
-            found[clip] = path
-        for clip, path in found.items():
-            if clip in gt_files:
-                raise MetricError(f"{path}: clip {clip!r} also has ground truth {gt_files[clip]}")
-            gt_files[clip] = path
-    if not gt_files:
-        raise MetricError(f"no ground-truth JSON files in {', '.join(map(str, gt_dirs))}")
-    preds = {p.stem: p for p in pred_dir.glob("*.json") if not p.name.startswith(".")}
-    orphans = sorted(set(preds) - set(gt_files))
-    if orphans:
-        names = ", ".join(preds[c].name for c in orphans)
-        raise MetricError(f"{pred_dir}: prediction file(s) without ground truth: {names}")
-    return [(c, preds.get(c), gt_files[c]) for c in clip_order(gt_files)]
+    for folder in (pred_dir, *gt_dirs):
+        if not folder.is_dir():
+            raise MetricError(f"{folder}: not a directory")
+    gt_files: dict[str, list[Path]] = {}
+    for gt_dir in gt_dirs:
+        for clip, paths in _gt_candidates(gt_dir).items():
+            gt_files.setdefault(clip, []).extend(paths)
+    for paths in gt_files.values():
+        if len(paths) > 1:
+            notes.add("gt_twice", paths[0])
+    preds = {p.stem: p for p in sorted(pred_dir.glob("*.json")) if not p.name.startswith(".") and p.is_file()}
+    pairs, unpaired = [], []
+    for clip in clip_order(preds):
+        if clip in gt_files:
+            pairs.append((clip, preds[clip], gt_files[clip][0]))
+            continue
+        unpaired.append(preds[clip])
+        notes.add("unpaired_prediction", preds[clip])
+        for gt_dir in gt_dirs:
+            for plain in (gt_dir / f"{clip}.json", *sorted(gt_dir.glob(f"*/{clip}.json"))):
+                if plain.is_file():
+                    notes.add("plain_gt", plain)
+    gt_only = [(c, gt_files[c][0]) for c in clip_order(gt_files) if c not in preds]
+    if not pairs and not gt_only:
+        names = ", ".join(map(str, gt_dirs))
+        raise MetricError(f"{pred_dir}: no prediction file pairs with a <clip>{GT_SUFFIX} in {names}")
+    return ClipFiles(pairs, gt_only, unpaired)
+
+
+def select_clips(
+    files: ClipFiles, missing_as_empty: bool, notes: LabelNotes
+) -> list[tuple[str, Path | None, Path]]:
+    """The clips to score, in official order: the pairs, and with ``missing_as_empty`` the
+    ground-truth clips without prediction file (as ``None``); the others are counted in ``notes``."""
+    for clip, gt_path in files.gt_only:
+        notes.add("empty_prediction" if missing_as_empty else "missing_prediction", gt_path, detail=clip)
+    chosen = [(c, p, g) for c, p, g in files.pairs]
+    if missing_as_empty:
+        chosen += [(c, None, g) for c, g in files.gt_only]
+    chosen = sorted(chosen, key=lambda item: f"{item[0]}.json")
+    if not chosen:
+        raise MetricError("no prediction file pairs with ground truth: nothing to score")
+    return chosen
 
 
 def load_clip_files(
-    pred_path: Path | None, gt_path: Path, num_classes: int = len(CLASS_NAMES)
+    pred_path: Path | None,
+    gt_path: Path,
+    num_classes: int = len(CLASS_NAMES),
+    notes: LabelNotes | None = None,
 ) -> tuple[list[Annotation], list[Annotation]]:
-    """One clip's predictions (none without a prediction file) and ground truth, both checked
-    as the official evaluator checks them (:func:`load_predictions`, :func:`load_ground_truth`)."""
-    pred = load_predictions(pred_path, num_classes) if pred_path is not None else []
-    return pred, load_ground_truth(gt_path, num_classes)
+    """One clip's predictions (none without a prediction file) and ground truth, both read as the
+    official evaluator reads them (:func:`read_official`)."""
+    pred = load_predictions(pred_path, num_classes, notes) if pred_path is not None else []
+    return pred, load_ground_truth(gt_path, num_classes, notes)
 
 
-def _load_and_match(item: tuple[str, Path | None, Path, int]) -> ClipRecords | str:
+def _load_and_match(item: tuple[str, Path | None, Path, int]) -> tuple[ClipRecords, LabelNotes] | str:
     """Worker: load one clip's files and match them; a bad file comes back as its error line."""
     clip, pred_path, gt_path, num_classes = item
+    notes = LabelNotes()
     try:
-        pred, gt = load_clip_files(pred_path, gt_path, num_classes)
+        pred, gt = load_clip_files(pred_path, gt_path, num_classes, notes)
     except (ValueError, OSError) as err:  # LabelError and MetricError are ValueErrors
         return str(err)
-    return match_clip(pred, gt, num_classes)
+    return match_clip(pred, gt, num_classes), notes
 
 
 def evaluate_folders(
@@ -808,25 +990,35 @@ def evaluate_folders(
     thresholds: Sequence[float] = THRESHOLDS,
     num_classes: int = len(CLASS_NAMES),
     *,
+    missing_as_empty: bool = False,
     curve_thresholds: Sequence[float] = (),
     workers: int = 1,
     progress: bool = False,
 ) -> dict:
-    """Official metric of a submission folder against ground-truth folder(s) (see
-    :func:`find_clip_files`); a ground-truth clip without prediction file counts as empty.
-    Raises :class:`MetricError` naming the first bad file: one bad file invalidates the submission."""
+    """Official metric of a submission folder against ground-truth folder(s), with the official
+    evaluator's pairing (:func:`find_clip_files`) and reading (:func:`read_official`): a
+    ground-truth clip without prediction file is not scored unless ``missing_as_empty``. Raises
+    :class:`MetricError` naming the first file where the official evaluator stops. The result (see
+    :func:`summarize`) adds ``clip_names`` (scored), ``missing_predictions`` (ground-truth clips
+    without prediction file), ``unpaired_predictions`` and ``warnings`` (one line per kind of
+    leniency, with counts and files)."""
     _check_thresholds(thresholds)
     if curve_thresholds:
         _check_thresholds(curve_thresholds)
-    files = find_clip_files(pred_dir, gt_dirs)
-    items = [(c, p, g, num_classes) for c, p, g in files]
+    notes = LabelNotes()
+    files = find_clip_files(pred_dir, gt_dirs, notes)
+    chosen = select_clips(files, missing_as_empty, notes)
+    items = [(c, p, g, num_classes) for c, p, g in chosen]
     records = []
     with _one_blas_thread():
         for out in _pool_map(_load_and_match, items, workers, progress, "evaluate"):
             if isinstance(out, str):
                 raise MetricError(out)
-            records.append(out)
+            records.append(out[0])
+            notes.update(out[1])
     result = summarize(records, thresholds, num_classes, curve_thresholds)
-    result["clip_names"] = [c for c, _, _ in files]
-    result["missing_predictions"] = [c for c, p, _ in files if p is None]
+    result["clip_names"] = [c for c, _, _ in chosen]
+    result["missing_predictions"] = [c for c, _ in files.gt_only]
+    result["unpaired_predictions"] = [p.name for p in files.unpaired]
+    result["warnings"] = notes.lines()
     return result

@@ -5,12 +5,16 @@ bucket's IoU matrix is filled pair by pair, and the whole evaluation is run once
 Nothing is skipped or cached, so this module is slow and obviously equal to the definition;
 :mod:`seld_d2.evaluation.metric` must reproduce its numbers (the tests check every one of them).
 The conventions (pixel grid, record order, AP arithmetic) are those listed in that module's
-docstring; they are re-implemented here on purpose rather than imported.
+docstring; they are re-implemented here on purpose rather than imported, and so is the official
+evaluator's reading of folders and files (:func:`evaluate_folders`, :func:`read_file`).
 """
 
 from __future__ import annotations
 
+import glob
+import json
 import math
+import os
 from collections.abc import Mapping, Sequence
 
 import numpy as np
@@ -245,3 +249,74 @@ def evaluate_annotations(
         "macro": macro,
         "micro": micro,
     }
+
+
+def read_file(path: str, predictions: bool, num_classes: int = len(CLASS_NAMES)) -> list[Annotation]:
+    """A prediction or ground-truth file as the official evaluator reads it; raises ValueError
+    where it stops (SPEC §2.7)."""
+    if predictions and os.path.getsize(path) > 20 * 1024 * 1024:
+        raise ValueError(f"{path}: larger than 20 MiB")
+    with open(path, encoding="utf-8") as f:
+        data = json.load(f)
+    out = []
+    for ann in data["annotations"]:
+        frame = int(ann["metadata_frame_index"])
+        cat = int(ann["category_id"])
+        if cat < 0 or cat >= num_classes:
+            continue
+        polygons = []
+        for poly in ann.get("segmentation", []):
+            if len(poly) == 0:
+                continue
+            arr = np.array(poly, dtype=np.float32)
+            if arr.ndim != 2 or arr.shape[1] != 3:
+                raise ValueError(f"{path}: a polygon is not N x 3")
+            if not np.isfinite(arr).all():
+                raise ValueError(f"{path}: a non-finite coordinate")
+            if (
+                (arr[:, 0] < 0).any()
+                or (arr[:, 0] > SRC_W).any()
+                or (arr[:, 1] < 0).any()
+                or (arr[:, 1] > SRC_H).any()
+            ):
+                raise ValueError(f"{path}: a point off the canvas")
+            polygons.append(arr)
+        score = float(ann.get("score", 0.0)) if predictions else None
+        d = ann.get("distance")
+        distance = float(d) if isinstance(d, int | float) and not isinstance(d, bool) else float("nan")
+        out.append(Annotation(frame, -1, cat, distance, polygons, score))
+    return out
+
+
+def evaluate_folders(
+    pred_dir: str,
+    gt_dir: str,
+    thresholds: Sequence[float] = (0.25, 0.5, 0.75),
+    num_classes: int = len(CLASS_NAMES),
+    missing_as_empty: bool = False,
+) -> dict:
+    """The official evaluator's pairing: each ``<clip>.json`` of ``pred_dir`` (not starting with
+    ".") with ``<clip>_std.json`` in ``gt_dir`` or one folder below; unpaired predictions are
+    skipped, ground-truth clips without prediction are not scored (``missing_as_empty``: scored
+    as empty predictions)."""
+    pred: dict[str, list[Annotation]] = {}
+    gt: dict[str, list[Annotation]] = {}
+    for name in sorted(os.listdir(pred_dir)):
+        if name.startswith(".") or not name.endswith(".json"):
+            continue
+        clip = name[: -len(".json")]
+        gt_path = os.path.join(gt_dir, clip + "_std.json")
+        if not os.path.isfile(gt_path):
+            below = sorted(glob.glob(os.path.join(gt_dir, "*", clip + "_std.json")))
+            if not below:
+                continue
+            gt_path = below[0]
+        pred[clip] = read_file(os.path.join(pred_dir, name), True, num_classes)
+        gt[clip] = read_file(gt_path, False, num_classes)
+    if missing_as_empty:
+        direct = sorted(glob.glob(os.path.join(gt_dir, "*_std.json")))
+        for path in direct + sorted(glob.glob(os.path.join(gt_dir, "*", "*_std.json"))):
+            clip = os.path.basename(path)[: -len("_std.json")]
+            if clip not in gt:
+                gt[clip] = read_file(path, False, num_classes)
+    return evaluate_annotations(pred, gt, thresholds, num_classes)

@@ -29,8 +29,8 @@ class DistanceHead(nn.Module):
     """Linear + ReLU + Linear + softplus on (R, D) box features -> distance / normaliser (R,).
 
     Training: ``forward`` returns ``{"loss_distance"}``, the mean L1 error on the normalised
-    scale against ``gt_distance`` (cm). Inference: sets ``pred_distance`` (cm) on each image's
-    ``Instances``.
+    scale against ``gt_distance`` (cm), over the RoIs whose target is finite (NaN: the label had
+    no distance). Inference: sets ``pred_distance`` (cm) on each image's ``Instances``.
     """
 
     @configurable
@@ -76,7 +76,8 @@ class DistanceHead(nn.Module):
             # Images without ground truth give empty proposal sets that lack gt_distance.
             gt = [i.gt_distance for i in instances if len(i)]
             gt = cat(gt) if gt else pred.new_zeros(0)
-            err = (pred.float() - gt.float() / self.normaliser).abs()
+            known = torch.isfinite(gt)  # a label file without distance gives NaN: no target
+            err = (pred.float()[known] - gt.float()[known] / self.normaliser).abs()
             return {"loss_distance": self.loss_weight * err.sum() / max(len(err), 1)}
         for inst, p in zip(instances, pred.split([len(i) for i in instances]), strict=True):
             inst.pred_distance = p.float() * self.normaliser  # float32 also under autocast

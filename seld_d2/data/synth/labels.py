@@ -19,7 +19,7 @@ Choices where STAIRS26 leaves freedom or our units differ:
   (sd ~5e-4), and v spans ~[0.24, 0.75] (1st-99th percentile).
 * **Invisible events**: when an event's masked map stays below the threshold in a frame (it is
   drowned by louder events, or a tonal sound misses the 50 Hz-wide bands), that frame gets no
-  annotation (STAIRS26 writes an empty segmentation there).
+  annotation (as the newer STAIRS26 script; an older one wrote an empty segmentation there).
 * **Gaussian support**: the product is evaluated within 40 deg (4 sigma) of the event, where the
   Gaussian is above 3e-4; beyond it a pixel would need a map value > 0.1 (maps peak at ~1e-3) to
   reach the threshold.
