@@ -116,7 +116,7 @@ def test_untrained_lam_is_steered_response_power():
     with torch.no_grad():
         x = lam.latent(S)[0, 0].numpy()
     srp = np.abs(A.conj().T @ a) ** 2 / 32.0**3
-    np.testing.assert_allclose(x, srp + 4e-6, atol=1e-9)  # the denoisers' four 1e-6 biases
+    np.testing.assert_allclose(x, srp + 1e-6, atol=1e-9)  # each denoiser: ReLU(1e-6 bias + skip)
     assert np.argmax(x) == n0
     assert x[n0] == pytest.approx(1.0 / 32.0, abs=1e-5)
 

@@ -176,7 +176,8 @@ class LAM(nn.Module):
     """Learnt acoustic imaging: visibilities -> direction map -> reconstructed visibilities.
 
     ``x_b = ||D_b^H V sqrt(max(L, 0))||^2 (row-wise) - tau_b`` from ``S_b = V L V^H``, then four
-    residual Conv1d denoisers over the direction axis (channels = bands). The row-wise norm is
+    residual Conv1d denoisers over the direction axis (channels = bands), ``ReLU(conv_k(x) + skip)``
+    with ``skip`` the map before the first. The row-wise norm is
     evaluated without the square root (whose gradient is infinite at 0) as
     ``sum_k |D^H V|^2_nk max(L_k, 0)`` when gradients are on, and, without gradients (inference,
     large batches), as the equal quadratic form ``d_n^H S+ d_n`` of the PSD part
@@ -185,8 +186,9 @@ class LAM(nn.Module):
     D starts as the steering operator divided by the number of microphones (delay-and-sum
     weights), so before training x is the steered-response-power map ``a^H S+ a / M^2``, scaled
     so that a single source's visibilities ``a a^H / M`` give the peak value ``1 / M`` that
-    reconstructs them. The denoisers start as exact identities with a tiny positive bias: zero
-    weights keep the SRP map, and the bias keeps their ReLUs open so the weights get gradients.
+    reconstructs them. The denoisers start as identities with a tiny positive bias: zero
+    weights keep the SRP map (plus 1e-6), and the bias keeps their ReLUs open so the weights get
+    gradients.
 
     Args:
         steering: complex (M, N) (shared by all bands) or (B, M, N) steering operator.
@@ -262,9 +264,15 @@ class LAM(nn.Module):
         return self._q_cache[1]
 
     def denoise(self, x: Tensor) -> Tensor:
-        """(batch, B, N) -> (batch, B, N) through the residual Conv1d stack."""
+        """(batch, B, N) -> (batch, B, N) through the residual Conv1d stack: each denoiser gives
+        ``ReLU(conv_k(x) + skip)``, ``skip`` the map before the first one (as the reference LAM),
+        so the latent is a non-negative image. (``ReLU(conv_k(x)) + x`` instead lets negative
+        values through, and training then fits the visibilities with maps whose maximum points
+        anywhere: measured 15 -> 160 degrees median peak error from the first to the second
+        epoch on the demo's scenes.)"""
+        skip = x
         for conv in self.denoisers:
-            x = torch.relu(conv(x)) + x
+            x = torch.relu(conv(x) + skip)
         return x
 
     def latent(self, S: Tensor) -> Tensor:
