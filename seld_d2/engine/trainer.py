@@ -4,11 +4,15 @@ The overrides only connect builders: the STAIRS26 datasets and ``SeldDatasetMapp
 class-balanced sampler, AdamW with the 12 parameter groups, the epoch-level hooks, and an
 atomic checkpointer. Training resumes exactly: the sampler and augmentations are functions of
 the draw position (so the data after iteration k is the same whether or not the run was
-interrupted), and RNG states are checkpointed.
+interrupted), and a checkpoint holds everything the next step depends on: the model, the
+optimizer (AdamW moments, step counts and each group's current LR), the AMP GradScaler when AMP is
+on, the LR scheduler, and the state of every hook (RNG states, unfreezing stage and grace period,
+plateau-LR scheduler, early-stopping counters, best validation loss, validation history).
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import os
@@ -181,6 +185,31 @@ def with_class_weights(cfg, records: list[dict]):
     return cfg
 
 
+def drop_metrics_from(path: str, start_iter: int) -> int:
+    """Cut ``metrics.json`` (one JSON object per line) before its first record of an iteration
+    >= ``start_iter`` (or its first unreadable line, e.g. one torn by a kill), so a resumed run
+    does not repeat iterations it already holds. Truncated in place: Detectron2's JSONWriter
+    already holds the file open for appending. Returns the number of lines dropped."""
+    if not os.path.isfile(path):
+        return 0
+    with open(path, "r+b") as f:
+        keep, dropped = 0, 0
+        for line in f:
+            if dropped == 0:
+                try:
+                    ok = json.loads(line).get("iteration", -1) < start_iter and line.endswith(b"\n")
+                except (ValueError, AttributeError):
+                    ok = False
+                if ok:
+                    keep += len(line)
+                    continue
+            dropped += 1
+        if dropped:
+            f.truncate(keep)
+            logger.info("%s: dropped %d records from iteration %d on (rerun after resume)", path, dropped, start_iter)
+    return dropped
+
+
 class SeldTrainer(DefaultTrainer):
     """DefaultTrainer with seld_d2's builders and epoch hooks (see the module docstring)."""
 
@@ -266,11 +295,35 @@ class SeldTrainer(DefaultTrainer):
 
     def resume_or_load(self, resume: bool = True) -> None:
         super().resume_or_load(resume)
+        if self.start_iter > 0 and comm.is_main_process():
+            drop_metrics_from(os.path.join(self.cfg.OUTPUT_DIR, "metrics.json"), self.start_iter)
         if self.start_iter > 0:
             # Continue the data stream exactly where the interrupted run left it.
             loader = build_seld_train_loader(self.cfg, self._train_records, start_iter=self.start_iter)
             self._trainer.data_loader = loader
             self._trainer._data_loader_iter = iter(loader)
+
+    def state_dict(self) -> dict:
+        """Detectron2's trainer state (iteration, hooks) plus the optimizer's (and the AMP
+        GradScaler's, under AMP) and the LR scheduler's: DefaultTrainer 0.6 saves neither, so a
+        resumed AdamW would restart from zero moments."""
+        state = super().state_dict()
+        state["_trainer"] = self._trainer.state_dict()  # optimizer (+ grad_scaler)
+        state["scheduler"] = self.scheduler.state_dict()
+        return state
+
+    def load_state_dict(self, state: dict) -> None:
+        # Hooks first (ProgressiveUnfreezing sets the stage of the resume point), then the
+        # optimizer state saved at that stage (its groups always hold every parameter).
+        super().load_state_dict(state)
+        if "_trainer" not in state:
+            logger.warning(
+                "the checkpoint has no optimizer state (written by an older seld_d2): AdamW restarts "
+                "from zero moments, so this resume is not exact"
+            )
+            return
+        self._trainer.load_state_dict(state["_trainer"])
+        self.scheduler.load_state_dict(state["scheduler"])
 
     def train(self):
         try:
