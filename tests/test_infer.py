@@ -3,6 +3,7 @@ submission files the official evaluator accepts -> the metric; a bad clip is rep
 others finish; the single-clip form; the Detectron2 evaluator behind --eval-only."""
 
 import json
+import shutil
 import sys
 from pathlib import Path
 
@@ -123,3 +124,24 @@ def test_eval_only_reports_the_official_metric(trained, tmp_path):
     assert {p.name for p in written} == {"clip0.json", "clip1.json"}
     for name in (f"train_{out.name}", f"val_{out.name}"):
         DatasetCatalog.remove(name)
+
+
+def test_corrupt_png_with_loader_workers_fails_only_its_clip(trained, tmp_path, capsys):
+    # In a loader worker, the FrameError of an undecodable frame used to reach the main process
+    # as "RuntimeError: Caught FrameError in DataLoader worker process 0" and end the run.
+    root, weights = trained
+    data = tmp_path / "data"
+    shutil.copytree(root, data, ignore=shutil.ignore_patterns(".seld_index"))
+    bad = data / "frames_dev" / SPLIT / "clip0" / "clip0_0004.png"
+    bad.write_bytes(bad.read_bytes()[:60])  # a truncated PNG: the header is there, the pixels are not
+    sub = tmp_path / "submission"
+    form = ["--root", str(data), "--split", SPLIT, "--feature-dir", str(tmp_path / "features")]
+    rc = infer.main(infer_argv(weights, sub, *form, "--num-workers", "2"))
+    err = capsys.readouterr().err
+    assert rc == 1
+    (line,) = [x for x in err.splitlines() if x.startswith("failed clip clip0")]
+    assert f"{bad}: not a readable image" in line
+    assert "RuntimeError" not in err and "Traceback" not in err
+    assert sorted(p.name for p in sub.iterdir()) == ["clip1.json"]  # the clip after it finished
+    summary = json.loads((tmp_path / "submission_infer_summary.json").read_text())
+    assert set(summary["clips"]) == {"clip1"} and set(summary["failed"]) == {"clip0", "clip9"}

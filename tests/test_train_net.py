@@ -196,3 +196,25 @@ def test_tool_runs_as_a_script():
     )
     assert res.returncode == 0, res.stderr
     assert "--config-file" in res.stdout
+
+
+def test_undecodable_frames_are_skipped_counted_and_logged_once(tmp_path, caplog):
+    root = tmp_path / "stairs"
+    for i in range(2):
+        make_clip(root, f"clip{i}", frames=6)
+        latent = np.random.default_rng(i).random((6, 16, 484)).astype(np.float16)
+        write_cache(root / "features_dev" / SPLIT / f"clip{i}.npz", latent, {"num_frames": 6})
+    bad = [root / "frames_dev" / SPLIT / "clip1" / f"clip1_{k:04d}.png" for k in range(1, 6)]
+    for path in bad:
+        path.write_bytes(path.read_bytes()[:60])
+    losses = {}
+    extra = ("SELD.TRAIN.MAX_EPOCHS", "2", "DATALOADER.NUM_WORKERS", "1", "SELD.DATA.VAL_FRAMES", "0")
+    with caplog.at_level("WARNING", logger="seld_d2.engine.trainer"):
+        trainer = train(args_for(root, tmp_path / "run", *extra), losses)
+    assert sorted(losses) == [0, 1, 2, 3] and all(np.isfinite(v) for v in losses.values())
+    skipped = trainer._trainer.data_loader.skipped
+    assert skipped > 0
+    train_lines = [r.getMessage() for r in caplog.records if "skipping an undecodable frame (" in r.getMessage()]
+    named = [next(str(p) for p in bad if f"{p}: not a readable image" in m) for m in train_lines]
+    assert len(named) == len(set(named)) >= 1  # each bad file once, however often it is drawn
+    assert any("validation: skipping an undecodable frame" in r.getMessage() for r in caplog.records)

@@ -22,6 +22,9 @@ class AudioError(ValueError):
         self.problem = problem
         super().__init__(f"{self.path}: {problem}")
 
+    def __reduce__(self):  # pickle (loader workers) rebuilds it from its own arguments
+        return type(self), (self.path, self.problem)
+
 
 @dataclass(frozen=True)
 class WavInfo:

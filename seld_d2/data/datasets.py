@@ -48,6 +48,9 @@ class FrameError(ValueError):
         self.path, self.problem = os.fspath(path), problem
         super().__init__(f"{self.path}: {problem}")
 
+    def __reduce__(self):  # pickle (loader workers) rebuilds it from its own arguments
+        return type(self), (self.path, self.problem)
+
 
 DatasetError = (AudioError, LabelError, FrameError)
 
@@ -133,8 +136,10 @@ def load_frame(path: str | os.PathLike) -> np.ndarray:
             return np.asarray(im, dtype=np.uint8)
     except FileNotFoundError:
         raise FrameError(path, "frame not found") from None
-    except OSError as err:
-        raise FrameError(path, f"not a readable image ({err})") from None
+    except PermissionError:
+        raise FrameError(path, "permission denied") from None
+    except Exception as err:  # Pillow raises OSError, SyntaxError, ValueError, EOFError, zlib.error...
+        raise FrameError(path, f"not a readable image ({type(err).__name__}: {err})") from None
 
 
 def check_clip(

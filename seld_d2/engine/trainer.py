@@ -28,7 +28,8 @@ from detectron2.engine import DefaultTrainer, hooks
 from detectron2.utils import comm
 from detectron2.utils.events import CommonMetricPrinter, JSONWriter, TensorboardXWriter
 
-from ..data.mapper import SeldDatasetMapper, frame_loader, list_collate
+from ..data.datasets import FrameError
+from ..data.mapper import LoadFailure, SeldDatasetMapper, frame_loader, list_collate, map_or_failure
 from ..data.sampler import ClassBalancedFrameSampler, SequentialFrameSampler, class_frequencies
 from ..modeling.roi_heads import inverse_frequency_weights
 from ..utils.io import atomic_open
@@ -72,10 +73,40 @@ class _SeededFrames(Dataset):
     def __len__(self) -> int:
         return len(self.records)
 
-    def __getitem__(self, item: tuple[int, int]) -> dict:
+    def __getitem__(self, item: tuple[int, int]) -> dict | LoadFailure:
         index, position = item
         np.random.seed((self.seed * 1_000_003 + position) % 2**32)
-        return self.mapper(self.records[index])
+        return map_or_failure(self.mapper, self.records[index])
+
+
+class SkipUnreadableFrames:
+    """The batches of a training loader without the frames that could not be decoded
+    (``FrameError``: a corrupt or unreadable PNG), each bad file logged once and counted in
+    ``skipped``; a batch left empty is replaced by the next one. Other load failures (a missing
+    feature cache, say) are raised as their original one-line error. Registration checks only
+    the first frame of a clip: decoding every frame there would read the whole video once more."""
+
+    def __init__(self, loader: DataLoader):
+        self.loader = loader
+        self.skipped = 0
+        self._logged: set[str] = set()
+
+    def __iter__(self) -> Iterator[list[dict]]:
+        for batch in self.loader:
+            good = [x for x in batch if not self._skip(x)]
+            if good:
+                yield good
+
+    def _skip(self, x) -> bool:
+        if not isinstance(x, LoadFailure):
+            return False
+        if not isinstance(x.error, FrameError):
+            raise x.error
+        self.skipped += 1
+        if x.error.path not in self._logged:
+            self._logged.add(x.error.path)
+            logger.warning("skipping an undecodable frame (%d skipped so far): %s", self.skipped, x.error)
+        return True
 
 
 class _Positioned(Sampler):
@@ -152,7 +183,15 @@ def build_validation_batches(cfg, records: list[dict]) -> list[list[dict]]:
     chosen = chosen[comm.get_rank() :: comm.get_world_size()]
     mapper = SeldDatasetMapper(cfg, is_train=True, augmentations=[])  # targets, no augmentation
     size = max(1, cfg.SOLVER.IMS_PER_BATCH // comm.get_world_size())
-    mapped = [mapper(records[i]) for i in chosen]
+    mapped = []
+    for i in chosen:
+        x = map_or_failure(mapper, records[i])
+        if isinstance(x, LoadFailure):
+            if not isinstance(x.error, FrameError):
+                raise x.error
+            logger.warning("validation: skipping an undecodable frame: %s", x.error)
+            continue
+        mapped.append(x)
     return [mapped[i : i + size] for i in range(0, len(mapped), size)]
 
 
@@ -219,10 +258,10 @@ class SeldTrainer(DefaultTrainer):
         super().__init__(with_class_weights(cfg, self._train_records))
 
     def build_train_loader(self, cfg):  # noqa: D102  (instance method: needs the records)
-        return build_seld_train_loader(cfg, self._train_records)
+        return SkipUnreadableFrames(build_seld_train_loader(cfg, self._train_records))
 
     @classmethod
-    def build_test_loader(cls, cfg, dataset_name: str) -> DataLoader:
+    def build_test_loader(cls, cfg, dataset_name: str):
         """Every frame of the dataset in order (whole clips, for the tracker), mapped without
         augmentation, ``SELD.INFER.BATCH_SIZE`` frames per batch, this process's share of clips."""
         records = DatasetCatalog.get(dataset_name)
@@ -299,7 +338,9 @@ class SeldTrainer(DefaultTrainer):
             drop_metrics_from(os.path.join(self.cfg.OUTPUT_DIR, "metrics.json"), self.start_iter)
         if self.start_iter > 0:
             # Continue the data stream exactly where the interrupted run left it.
-            loader = build_seld_train_loader(self.cfg, self._train_records, start_iter=self.start_iter)
+            loader = SkipUnreadableFrames(
+                build_seld_train_loader(self.cfg, self._train_records, start_iter=self.start_iter)
+            )
             self._trainer.data_loader = loader
             self._trainer._data_loader_iter = iter(loader)
 
