@@ -132,10 +132,11 @@ def test_resume_continues_exactly(root, tmp_path):
     differ = [k for k in a["model"] if not torch.equal(a["model"][k], b["model"][k])]
     assert not differ, f"{len(differ)} of {len(a['model'])} tensors differ, e.g. {differ[:3]}"
     for name in ("exp_avg", "exp_avg_sq"):
-        sa, sb = a["trainer"]["_trainer"]["optimizer"]["state"], b["trainer"]["_trainer"]["optimizer"]["state"]
+        sa, sb = (x["trainer"]["_trainer"]["optimizer"]["state"] for x in (a, b))
         assert sa.keys() == sb.keys() and all(torch.equal(sa[i][name], sb[i][name]) for i in sa)
     # metrics.json holds each iteration once, as the uninterrupted run's does.
-    iters = [json.loads(line)["iteration"] for line in (tmp_path / "b" / "metrics.json").read_text().splitlines()]
+    lines = (tmp_path / "b" / "metrics.json").read_text().splitlines()
+    iters = [json.loads(line)["iteration"] for line in lines]
     assert iters == sorted(set(iters)) == list(range(9))
 
 
@@ -214,7 +215,8 @@ def test_undecodable_frames_are_skipped_counted_and_logged_once(tmp_path, caplog
     assert sorted(losses) == [0, 1, 2, 3] and all(np.isfinite(v) for v in losses.values())
     skipped = trainer._trainer.data_loader.skipped
     assert skipped > 0
-    train_lines = [r.getMessage() for r in caplog.records if "skipping an undecodable frame (" in r.getMessage()]
+    messages = [r.getMessage() for r in caplog.records]
+    train_lines = [m for m in messages if "skipping an undecodable frame (" in m]
     named = [next(str(p) for p in bad if f"{p}: not a readable image" in m) for m in train_lines]
     assert len(named) == len(set(named)) >= 1  # each bad file once, however often it is drawn
-    assert any("validation: skipping an undecodable frame" in r.getMessage() for r in caplog.records)
+    assert any("validation: skipping an undecodable frame" in m for m in messages)

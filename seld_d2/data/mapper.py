@@ -256,11 +256,13 @@ def frame_loader(
 ) -> RaisingLoader:
     """The records, mapped, in order, in batches (lists of input dicts): test-time loading. A
     record that cannot be read raises its own error (e.g. ``FrameError``) in the caller."""
-    return RaisingLoader(DataLoader(
-        MappedRecords(records, mapper),
-        batch_size=max(1, batch_size),
-        shuffle=False,
-        num_workers=num_workers,
-        collate_fn=list_collate,
-        pin_memory=pin_memory,
-    ))
+    return RaisingLoader(
+        DataLoader(
+            MappedRecords(records, mapper),
+            batch_size=max(1, batch_size),
+            shuffle=False,
+            num_workers=num_workers,
+            collate_fn=list_collate,
+            pin_memory=pin_memory,
+        )
+    )

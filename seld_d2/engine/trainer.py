@@ -245,7 +245,7 @@ def drop_metrics_from(path: str, start_iter: int) -> int:
             dropped += 1
         if dropped:
             f.truncate(keep)
-            logger.info("%s: dropped %d records from iteration %d on (rerun after resume)", path, dropped, start_iter)
+            logger.info("%s: dropped %d records from iteration %d on (rerun)", path, dropped, start_iter)
     return dropped
 
 
