@@ -145,7 +145,7 @@ def main(argv: list[str] | None = None) -> int:
         try:
             info = check_wav(wav, channels=4, sample_rate=cfg.SELD.AUDIO.SAMPLE_RATE)
             audio_frames = -(-info.num_samples // (info.sample_rate // FRAME_RATE))
-            n = check_frames(frames_dir, seq, audio_frames)
+            n = check_frames(frames_dir, seq, audio_frames, wav=wav)
             ready.append((seq, wav, frames_dir, feature_file, n))
         except DatasetError as err:
             failed[seq] = str(err)

@@ -90,10 +90,13 @@ def list_sequences(root: Path, split: str, audio: str = "mic") -> list[str]:
     return sorted(names)
 
 
-def check_frames(frames_dir: Path, seq: str, expected: int, tolerance: int = 1) -> int:
+def check_frames(
+    frames_dir: Path, seq: str, expected: int, tolerance: int = 1, wav: str | os.PathLike | None = None
+) -> int:
     """Check a clip's frame folder: names ``<seq>_<k:04d>.png`` from 0 without gaps, a count
     within ``tolerance`` of the audio's frame count, 360x180 (first frame; others are resized
-    with a warning when loaded). Returns the number of frames; raises :class:`FrameError`."""
+    with a warning when loaded). Returns the number of frames; raises :class:`FrameError`, or
+    :class:`AudioError` naming ``wav`` (when given) if the audio is the shorter one."""
     if not frames_dir.is_dir():
         raise FrameError(frames_dir, "frame folder not found")
     pattern = re.compile(rf"^{re.escape(seq)}_(\d{{4,}})\.png$")
@@ -117,6 +120,8 @@ def check_frames(frames_dir: Path, seq: str, expected: int, tolerance: int = 1) 
         shown = ", ".join(os.path.basename(frame_file(frames_dir, seq, k)) for k in missing[:3])
         more = f" and {len(missing) - 3} more" if len(missing) > 3 else ""
         raise FrameError(frames_dir, f"missing {len(missing)} frame(s): {shown}{more}")
+    if n - expected > tolerance and wav is not None:
+        raise AudioError(wav, f"shorter than its clip: {expected} frames of audio (10 fps), {n} video frames")
     if abs(n - expected) > tolerance:
         raise FrameError(frames_dir, f"{n} frames, but the audio has {expected} (10 fps)")
     with Image.open(frame_file(frames_dir, seq, 0)) as im:
@@ -151,7 +156,7 @@ def check_clip(
     info = check_wav(wav, channels=channels, sample_rate=SAMPLE_RATE)
     audio_frames = math.ceil(info.num_samples / (SAMPLE_RATE // FRAME_RATE))
     frames_dir = root / "frames_dev" / split / seq
-    n = check_frames(frames_dir, seq, audio_frames)
+    n = check_frames(frames_dir, seq, audio_frames, wav=wav)
     labels = label_path(root, split, seq)
     if labels is None:
         if require_labels:
