@@ -36,7 +36,7 @@ EXCEPTIONS = project_exceptions()
 
 def test_the_known_classes_are_found():
     names = {c.__name__ for c in EXCEPTIONS}
-    assert {"AudioError", "LabelError", "FrameError", "MetricError", "StopTraining"} <= names
+    assert {"AudioError", "LabelError", "FrameError", "MetricError", "WriteError", "StopTraining"} <= names
 
 
 @pytest.mark.parametrize("cls", EXCEPTIONS, ids=lambda c: c.__name__)

@@ -145,3 +145,45 @@ def test_corrupt_png_with_loader_workers_fails_only_its_clip(trained, tmp_path, 
     assert sorted(p.name for p in sub.iterdir()) == ["clip1.json"]  # the clip after it finished
     summary = json.loads((tmp_path / "submission_infer_summary.json").read_text())
     assert set(summary["clips"]) == {"clip1"} and set(summary["failed"]) == {"clip0", "clip9"}
+
+
+def test_a_disk_that_fills_mid_run_is_one_line(trained, tmp_path, capsys, monkeypatch):
+    import errno
+    import os
+
+    from seld_d2.utils import io as IO
+
+    root, weights = trained
+    sub = tmp_path / "submission"
+    real = os.replace
+
+    def replace(src, dst):  # the submission folder's disk is full
+        if os.path.dirname(dst) == str(sub):
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real(src, dst)
+
+    monkeypatch.setattr(IO.os, "replace", replace)
+    form = ["--root", str(root), "--split", SPLIT, "--feature-dir", str(tmp_path / "features")]
+    assert infer.main(infer_argv(weights, sub, *form)) == 2
+    errors = [x for x in capsys.readouterr().err.splitlines() if x.startswith("error")]
+    assert errors == [
+        f"error: {sub / 'clip0.json'}: cannot be written (No space left on device); stopped after 0 clip(s)"
+    ]
+    assert list(sub.iterdir()) == []  # no temporary left
+
+
+def test_rerun_removes_the_temps_of_a_killed_run(trained, tmp_path):
+    import os
+    import time
+
+    root, weights = trained
+    sub = tmp_path / "submission"
+    sub.mkdir()
+    stale = [sub / ".clip0.json.k2j3h4g5.tmp", tmp_path / ".submission_infer_summary.json.abcdefgh.pid1.tmp"]
+    keep = tmp_path / ".unrelated.json.abcdefgh.tmp"  # not a file this run writes
+    for path in (*stale, keep):
+        path.write_text("{")
+        os.utime(path, (time.time() - 3600, time.time() - 3600))
+    form = ["--root", str(root), "--split", SPLIT, "--feature-dir", str(tmp_path / "features")]
+    infer.main(infer_argv(weights, sub, *form))
+    assert not any(p.exists() for p in stale) and keep.exists()

@@ -220,3 +220,22 @@ def test_undecodable_frames_are_skipped_counted_and_logged_once(tmp_path, caplog
     named = [next(str(p) for p in bad if f"{p}: not a readable image" in m) for m in train_lines]
     assert len(named) == len(set(named)) >= 1  # each bad file once, however often it is drawn
     assert any("validation: skipping an undecodable frame" in m for m in messages)
+
+
+def test_output_dir_checked_first_and_stale_checkpoint_temps_removed(root, tmp_path):
+    import os
+    import time
+
+    with pytest.raises(SystemExit, match="^error: /proc/nonexistent/run: cannot create the output folder"):
+        train_net.setup(args_for(root, Path("/proc/nonexistent/run"), "SELD.TRAIN.MAX_EPOCHS", "1"))
+    for name in ("train_run", "val_run"):
+        DatasetCatalog.remove(name)
+    out = tmp_path / "run2"
+    out.mkdir()
+    stale = out / ".model_0000011.pth.k2j3h4g5.tmp"  # a checkpoint save killed with -9
+    stale.write_bytes(b"x" * 1000)
+    os.utime(stale, (time.time() - 3600, time.time() - 3600))
+    train_net.setup(args_for(root, out, "SELD.TRAIN.MAX_EPOCHS", "1"))
+    assert not stale.exists()
+    for name in ("train_run2", "val_run2"):
+        DatasetCatalog.remove(name)

@@ -38,6 +38,7 @@ from seld_d2.acoustics.geometry import canvas_nearest_index, fibonacci_grid, pix
 from seld_d2.acoustics.visibility import FRAME_RATE
 from seld_d2.data.datasets import FrameError, frame_file, label_path, load_frame
 from seld_d2.data.labels import Annotation, LabelError, group_by_frame, load_labels
+from seld_d2.utils.io import WriteError, prepare_output_dir
 from seld_d2.utils.visualize import (
     annotation_energy,
     overlay_annotations,
@@ -242,6 +243,10 @@ def run(args: argparse.Namespace) -> int:
     if args.fps <= 0:
         raise InputError(f"--fps: must be positive, got {args.fps:g}")
     out = Path(args.out) if args.out else Path("output/visualize") / args.split / args.seq
+    try:
+        prepare_output_dir(out)
+    except WriteError as err:
+        raise InputError(str(err)) from None
     written: list[Path] = []
     # Features first: a bad cache is bad input and should stop the run before the long parts.
     if args.features:
