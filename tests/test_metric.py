@@ -312,7 +312,7 @@ def test_bad_prediction_file_rejected(tmp_path):
         metric.load_predictions(write(tmp_path / "noscore.json", gt))
     big = tmp_path / "big.json"
     big.write_text('{"annotations": []}' + " " * (metric.MAX_FILE_BYTES + 1))
-    with pytest.raises(metric.MetricError, match="exceeds the 20 MB limit"):
+    with pytest.raises(metric.MetricError, match="bytes exceeds the limit of 20971520 bytes \\(20 MiB\\)"):
         metric.load_predictions(big)
 
 

@@ -186,7 +186,7 @@ def main(argv: list[str] | None = None) -> int:
             if summary.thinned:
                 print(
                     f"{seq}: thinned to every {summary.sample_step}-th pixel to stay under "
-                    f"{cfg.SELD.INFER.MAX_FILE_MB:g} MB ({summary.extra['bytes'] / 1e6:.2f} MB)",
+                    f"{cfg.SELD.INFER.MAX_FILE_MB:g} MiB ({summary.extra['bytes']} bytes)",
                     file=sys.stderr,
                 )
         except WriteError as err:  # full disk or the like: the other clips would fail the same way

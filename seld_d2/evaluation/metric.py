@@ -733,7 +733,9 @@ def load_predictions(path: str | os.PathLike, num_classes: int = len(CLASS_NAMES
     coordinate on the canvas, a score on every annotation); raises ValueError with one line."""
     size = os.path.getsize(path)
     if size > MAX_FILE_BYTES:
-        raise MetricError(f"{os.fspath(path)}: {size / 2**20:.1f} MB exceeds the 20 MB limit")
+        raise MetricError(
+            f"{os.fspath(path)}: {size} bytes exceeds the limit of {MAX_FILE_BYTES} bytes (20 MiB)"
+        )
     return load_labels(path, num_classes=num_classes, require_score=True, gt_values=False)
 
 
