@@ -179,7 +179,12 @@ def test_rerun_removes_the_temps_of_a_killed_run(trained, tmp_path):
     root, weights = trained
     sub = tmp_path / "submission"
     sub.mkdir()
-    stale = [sub / ".clip0.json.k2j3h4g5.tmp", tmp_path / ".submission_infer_summary.json.abcdefgh.pid1.tmp"]
+    import subprocess
+
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()  # a writer killed mid-write: its pid names no live process
+    summary_tmp = f".submission_infer_summary.json.abcdefgh.pid{gone.pid}.tmp"
+    stale = [sub / ".clip0.json.k2j3h4g5.tmp", tmp_path / summary_tmp]
     keep = tmp_path / ".unrelated.json.abcdefgh.tmp"  # not a file this run writes
     for path in (*stale, keep):
         path.write_text("{")
