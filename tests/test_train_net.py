@@ -211,7 +211,7 @@ def test_undecodable_frames_are_skipped_counted_and_logged_once(tmp_path, caplog
     losses = {}
     extra = ("SELD.TRAIN.MAX_EPOCHS", "2", "DATALOADER.NUM_WORKERS", "1", "SELD.DATA.VAL_FRAMES", "0")
     with caplog.at_level("WARNING", logger="seld_d2.engine.trainer"):
-        trainer = train(args_for(root, tmp_path / "run", *extra), losses)
+        trainer = train(args_for(root, tmp_path / "run_bad_frames", *extra), losses)
     assert sorted(losses) == [0, 1, 2, 3] and all(np.isfinite(v) for v in losses.values())
     skipped = trainer._trainer.data_loader.skipped
     assert skipped > 0
@@ -226,9 +226,9 @@ def test_output_dir_checked_first_and_stale_checkpoint_temps_removed(root, tmp_p
     import os
     import time
 
-    with pytest.raises(SystemExit, match="^error: /proc/nonexistent/run: cannot create the output folder"):
-        train_net.setup(args_for(root, Path("/proc/nonexistent/run"), "SELD.TRAIN.MAX_EPOCHS", "1"))
-    for name in ("train_run", "val_run"):
+    with pytest.raises(SystemExit, match="^error: /proc/nonexistent/run_proc: cannot create"):
+        train_net.setup(args_for(root, Path("/proc/nonexistent/run_proc"), "SELD.TRAIN.MAX_EPOCHS", "1"))
+    for name in ("train_run_proc", "val_run_proc"):
         DatasetCatalog.remove(name)
     out = tmp_path / "run2"
     out.mkdir()

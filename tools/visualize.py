@@ -230,7 +230,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     try:
         return run(args)
-    except InputError as err:
+    except (InputError, WriteError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 1
 
@@ -243,16 +243,16 @@ def run(args: argparse.Namespace) -> int:
     if args.fps <= 0:
         raise InputError(f"--fps: must be positive, got {args.fps:g}")
     out = Path(args.out) if args.out else Path("output/visualize") / args.split / args.seq
-    try:
-        prepare_output_dir(out)
-    except WriteError as err:
-        raise InputError(str(err)) from None
     written: list[Path] = []
     # Features first: a bad cache is bad input and should stop the run before the long parts.
     if args.features:
         path = out / f"{clip.seq}_features_{feature_frame:04d}.png"
         feature_grid(root, args.split, clip, feature_frame, path)
         written.append(path)
+    try:  # after the input checks (a bad input leaves no folder), before the long parts
+        prepare_output_dir(out)
+    except WriteError as err:
+        raise InputError(str(err)) from None
 
     read = FrameReader(clip)
     for k in tqdm(frames, desc=f"PNG {clip.seq}", unit="frame", disable=not frames):
