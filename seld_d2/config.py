@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from detectron2.config import CfgNode as CN
 
-from .modeling.config import add_seld_model_config
+from .modeling.config import add_seld_model_config  # importing seld_d2.modeling registers the model
 
 
 def add_seld_config(cfg: CN) -> CN:
@@ -124,7 +124,7 @@ def add_seld_config(cfg: CN) -> CN:
     cfg.SELD.INFER.SAMPLE_STEP = 1
     cfg.SELD.INFER.NUM_PEAKS = 20
     # Submission files larger than this are thinned (larger SAMPLE_STEP) until they fit; the
-    # official evaluator refuses files over 20 MB.
+    # official evaluator refuses files over 20 MiB (20 * 2**20 bytes). In MiB.
     cfg.SELD.INFER.MAX_FILE_MB = 20.0
 
     # ---- optimizer: AdamW with 12 named parameter groups (seld_d2.engine.param_groups) -------

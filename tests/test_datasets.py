@@ -122,12 +122,18 @@ def test_frame_count_and_size(tmp_path, caplog):
     assert "720x360, will be resized" in caplog.text
     frame = D.load_frame(tmp_path / "frames_dev" / SPLIT / "big" / "big_0001.png")
     assert frame.shape == (180, 360, 3) and frame.dtype == np.uint8
-    # Frames far from the audio's length are an error.
+    # Frames far from the audio's length are an error: of the wav when it is the shorter one, of
+    # the frames otherwise.
     make_clip(tmp_path, "long", frames=5)
     for k in range(5, 9):
         Image.new("RGB", (360, 180)).save(tmp_path / "frames_dev" / SPLIT / "long" / f"long_{k:04d}.png")
-    with pytest.raises(D.FrameError, match="9 frames, but the audio has 5"):
+    with pytest.raises(D.AudioError, match="long.wav: shorter than its clip: 5 frames of audio"):
         D.check_clip(tmp_path, SPLIT, "long")
+    make_clip(tmp_path, "few", frames=5)
+    for k in (3, 4):
+        (tmp_path / "frames_dev" / SPLIT / "few" / f"few_{k:04d}.png").unlink()
+    with pytest.raises(D.FrameError, match="few: 3 frames, but the audio has 5"):
+        D.check_clip(tmp_path, SPLIT, "few")
 
 
 def test_index_cache_is_reused_and_invalidated(tmp_path):
@@ -214,3 +220,14 @@ def test_released_stairs26_labels_train_what_they_can_and_keep_everything(tmp_pa
     target = Instances((180, 360), gt_distance=torch.tensor([float("nan"), 250.0]))
     loss = head(torch.ones(2, 4), [target])["loss_distance"]
     assert torch.isfinite(loss) and loss.requires_grad
+
+
+def test_audio_shorter_than_its_frames_names_the_wav(tmp_path):
+    from seld_d2.acoustics.audio import AudioError
+
+    make_clip(tmp_path, "clip", frames=6)
+    wav = tmp_path / "mic_dev" / SPLIT / "clip.wav"
+    write_wav(wav, np.zeros((3 * 2400, 4), np.float32))  # a consistent header, half the length
+    with pytest.raises(AudioError) as err:
+        D.check_clip(tmp_path, SPLIT, "clip")
+    assert str(err.value) == f"{wav}: shorter than its clip: 3 frames of audio (10 fps), 6 video frames"

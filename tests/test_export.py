@@ -153,7 +153,7 @@ def test_value_chars_match_python_repr():
 
 
 def test_thinning_brings_an_oversized_clip_under_the_limit(tmp_path, caplog):
-    assert inspect.signature(thin_to_limit).parameters["max_bytes"].default == 20_000_000
+    assert inspect.signature(thin_to_limit).parameters["max_bytes"].default == 20 * 2**20
     rng = np.random.default_rng(4)
     exports = random_exports(rng, 40, flat=True)
     limit = 200_000

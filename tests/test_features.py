@@ -147,3 +147,23 @@ def test_extract_features_tool_usage_errors(tmp_path):
     assert run_tool("--help").returncode == 0
     res = run_tool("--root", str(tmp_path), "--split", "nope")
     assert res.returncode == 2 and "split folder not found" in res.stderr
+
+
+def test_extract_features_tool_refuses_a_truncated_wav(tmp_path):
+    # libsndfile reads a wav cut short as the shorter clip; it used to give a 25-frame cache for
+    # a 50-frame clip and exit 0.
+    root, split = tmp_path / "data", "dev-test-sony"
+    wavs = root / "mic_dev" / split
+    good = plane_wave_em32(10, 0, seconds=0.5)[:, list(TETRA_CHANNELS)].astype(np.float32)
+    write_wav(wavs / "good.wav", good)
+    write_wav(wavs / "cut.wav", good)
+    data = (wavs / "cut.wav").read_bytes()
+    (wavs / "cut.wav").write_bytes(data[: len(data) // 2])
+    (wavs / "empty.wav").write_bytes(b"")
+    res = run_tool("--root", str(root), "--split", split)
+    assert res.returncode == 1, res.stderr
+    errors = [line for line in res.stderr.splitlines() if line.startswith("error: ")]
+    assert len(errors) == 2
+    assert any(f"{wavs / 'cut.wav'}: truncated: its data chunk holds" in e for e in errors), errors
+    assert any(f"{wavs / 'empty.wav'}: empty file (0 bytes)" in e for e in errors), errors
+    assert sorted(p.name for p in (root / "features_dev" / split).glob("*.npz")) == ["good.npz"]

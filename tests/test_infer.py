@@ -3,6 +3,7 @@ submission files the official evaluator accepts -> the metric; a bad clip is rep
 others finish; the single-clip form; the Detectron2 evaluator behind --eval-only."""
 
 import json
+import shutil
 import sys
 from pathlib import Path
 
@@ -73,7 +74,7 @@ def test_train_infer_evaluate(trained, tmp_path, capsys):
     assert sorted(p.name for p in sub.iterdir()) == ["clip0.json", "clip1.json"]  # ... the others finish
     total = 0
     for path in sub.iterdir():
-        assert path.stat().st_size <= 20_000_000
+        assert path.stat().st_size <= 20 * 2**20
         anns = load_labels(path, require_score=True, gt_values=False, num_frames=FRAMES)
         total += len(anns)
         for a in anns:
@@ -123,3 +124,71 @@ def test_eval_only_reports_the_official_metric(trained, tmp_path):
     assert {p.name for p in written} == {"clip0.json", "clip1.json"}
     for name in (f"train_{out.name}", f"val_{out.name}"):
         DatasetCatalog.remove(name)
+
+
+def test_corrupt_png_with_loader_workers_fails_only_its_clip(trained, tmp_path, capsys):
+    # In a loader worker, the FrameError of an undecodable frame used to reach the main process
+    # as "RuntimeError: Caught FrameError in DataLoader worker process 0" and end the run.
+    root, weights = trained
+    data = tmp_path / "data"
+    shutil.copytree(root, data, ignore=shutil.ignore_patterns(".seld_index"))
+    bad = data / "frames_dev" / SPLIT / "clip0" / "clip0_0004.png"
+    bad.write_bytes(bad.read_bytes()[:60])  # a truncated PNG: the header is there, the pixels are not
+    sub = tmp_path / "submission"
+    form = ["--root", str(data), "--split", SPLIT, "--feature-dir", str(tmp_path / "features")]
+    rc = infer.main(infer_argv(weights, sub, *form, "--num-workers", "2"))
+    err = capsys.readouterr().err
+    assert rc == 1
+    (line,) = [x for x in err.splitlines() if x.startswith("failed clip clip0")]
+    assert f"{bad}: not a readable image" in line
+    assert "RuntimeError" not in err and "Traceback" not in err
+    assert sorted(p.name for p in sub.iterdir()) == ["clip1.json"]  # the clip after it finished
+    summary = json.loads((tmp_path / "submission_infer_summary.json").read_text())
+    assert set(summary["clips"]) == {"clip1"} and set(summary["failed"]) == {"clip0", "clip9"}
+
+
+def test_a_disk_that_fills_mid_run_is_one_line(trained, tmp_path, capsys, monkeypatch):
+    import errno
+    import os
+
+    from seld_d2.utils import io as IO
+
+    root, weights = trained
+    sub = tmp_path / "submission"
+    real = os.replace
+
+    def replace(src, dst):  # the submission folder's disk is full
+        if os.path.dirname(dst) == str(sub):
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real(src, dst)
+
+    monkeypatch.setattr(IO.os, "replace", replace)
+    form = ["--root", str(root), "--split", SPLIT, "--feature-dir", str(tmp_path / "features")]
+    assert infer.main(infer_argv(weights, sub, *form)) == 2
+    errors = [x for x in capsys.readouterr().err.splitlines() if x.startswith("error")]
+    assert errors == [
+        f"error: {sub / 'clip0.json'}: cannot be written (No space left on device); stopped after 0 clip(s)"
+    ]
+    assert list(sub.iterdir()) == []  # no temporary left
+
+
+def test_rerun_removes_the_temps_of_a_killed_run(trained, tmp_path):
+    import os
+    import time
+
+    root, weights = trained
+    sub = tmp_path / "submission"
+    sub.mkdir()
+    import subprocess
+
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()  # a writer killed mid-write: its pid names no live process
+    summary_tmp = f".submission_infer_summary.json.abcdefgh.pid{gone.pid}.tmp"
+    stale = [sub / ".clip0.json.k2j3h4g5.tmp", tmp_path / summary_tmp]
+    keep = tmp_path / ".unrelated.json.abcdefgh.tmp"  # not a file this run writes
+    for path in (*stale, keep):
+        path.write_text("{")
+        os.utime(path, (time.time() - 3600, time.time() - 3600))
+    form = ["--root", str(root), "--split", SPLIT, "--feature-dir", str(tmp_path / "features")]
+    infer.main(infer_argv(weights, sub, *form))
+    assert not any(p.exists() for p in stale) and keep.exists()

@@ -109,17 +109,46 @@ def test_train_writes_checkpoints_logs_and_events(root, tmp_path):
 
 
 def test_resume_continues_exactly(root, tmp_path):
-    extra = ("SELD.TRAIN.MAX_EPOCHS", "3", "SOLVER.CHECKPOINT_PERIOD", "2")
+    # 3 iterations per epoch, checkpoints after iterations 1, 3, 5, 7. Killed before iteration 5,
+    # the run resumes from the iteration-3 checkpoint at iteration 4: mid-epoch 2, no unfreezing
+    # transition (that would clear the optimizer state in both runs), so the AdamW moments, step
+    # counts and LRs must come from the checkpoint. Iteration 6 starts epoch 3 (layer4 unfrozen).
+    extra = ("SELD.DATA.FRAMES_PER_EPOCH", "6", "SELD.TRAIN.MAX_EPOCHS", "3", "SOLVER.CHECKPOINT_PERIOD", "2")
     full = {}
     train(args_for(root, tmp_path / "a", *extra), full)
     first = {}
-    train(args_for(root, tmp_path / "b", *extra), first, stop_at=4)  # killed after the iteration-3 checkpoint
-    assert sorted(first) == [0, 1, 2, 3]
+    train(args_for(root, tmp_path / "b", *extra), first, stop_at=5)
+    assert sorted(first) == [0, 1, 2, 3, 4]
+    assert (tmp_path / "b" / "last_checkpoint").read_text() == "model_0000003.pth"
+    saved = torch.load(tmp_path / "b" / "model_0000003.pth", weights_only=True)
+    assert saved["trainer"]["_trainer"]["optimizer"]["state"], "no AdamW moments in the checkpoint"
     resumed = {}
     train(args_for(root, tmp_path / "b", *extra, resume=True), resumed)
-    assert sorted(resumed) == [4, 5]
-    for it in (4, 5):
-        assert resumed[it] == pytest.approx(full[it], rel=1e-5), it
+    assert sorted(resumed) == [4, 5, 6, 7, 8]
+    assert [resumed[it] for it in range(4, 9)] == [full[it] for it in range(4, 9)]  # raw, not approx
+    a = torch.load(tmp_path / "a" / "model_final.pth", weights_only=True)
+    b = torch.load(tmp_path / "b" / "model_final.pth", weights_only=True)
+    assert a["model"].keys() == b["model"].keys()
+    differ = [k for k in a["model"] if not torch.equal(a["model"][k], b["model"][k])]
+    assert not differ, f"{len(differ)} of {len(a['model'])} tensors differ, e.g. {differ[:3]}"
+    for name in ("exp_avg", "exp_avg_sq"):
+        sa, sb = (x["trainer"]["_trainer"]["optimizer"]["state"] for x in (a, b))
+        assert sa.keys() == sb.keys() and all(torch.equal(sa[i][name], sb[i][name]) for i in sa)
+    # metrics.json holds each iteration once, as the uninterrupted run's does.
+    lines = (tmp_path / "b" / "metrics.json").read_text().splitlines()
+    iters = [json.loads(line)["iteration"] for line in lines]
+    assert iters == sorted(set(iters)) == list(range(9))
+
+
+def test_drop_metrics_from_cuts_at_the_resume_point(tmp_path):
+    from seld_d2.engine.trainer import drop_metrics_from
+
+    path = tmp_path / "metrics.json"
+    lines = [json.dumps({"iteration": i, "total_loss": 1.0}) for i in range(5)]
+    path.write_text("\n".join(lines) + '\n{"iteration": 5, "tot')  # a line torn by a kill
+    assert drop_metrics_from(str(path), 3) == 3
+    assert path.read_text() == "\n".join(lines[:3]) + "\n"
+    assert drop_metrics_from(str(path), 3) == 0
 
 
 def test_one_step_changes_exactly_the_trainable_groups(root, tmp_path):
@@ -168,3 +197,45 @@ def test_tool_runs_as_a_script():
     )
     assert res.returncode == 0, res.stderr
     assert "--config-file" in res.stdout
+
+
+def test_undecodable_frames_are_skipped_counted_and_logged_once(tmp_path, caplog):
+    root = tmp_path / "stairs"
+    for i in range(2):
+        make_clip(root, f"clip{i}", frames=6)
+        latent = np.random.default_rng(i).random((6, 16, 484)).astype(np.float16)
+        write_cache(root / "features_dev" / SPLIT / f"clip{i}.npz", latent, {"num_frames": 6})
+    bad = [root / "frames_dev" / SPLIT / "clip1" / f"clip1_{k:04d}.png" for k in range(1, 6)]
+    for path in bad:
+        path.write_bytes(path.read_bytes()[:60])
+    losses = {}
+    extra = ("SELD.TRAIN.MAX_EPOCHS", "2", "DATALOADER.NUM_WORKERS", "1", "SELD.DATA.VAL_FRAMES", "0")
+    with caplog.at_level("WARNING", logger="seld_d2.engine.trainer"):
+        trainer = train(args_for(root, tmp_path / "run_bad_frames", *extra), losses)
+    assert sorted(losses) == [0, 1, 2, 3] and all(np.isfinite(v) for v in losses.values())
+    skipped = trainer._trainer.data_loader.skipped
+    assert skipped > 0
+    messages = [r.getMessage() for r in caplog.records]
+    train_lines = [m for m in messages if "skipping an undecodable frame (" in m]
+    named = [next(str(p) for p in bad if f"{p}: not a readable image" in m) for m in train_lines]
+    assert len(named) == len(set(named)) >= 1  # each bad file once, however often it is drawn
+    assert any("validation: skipping an undecodable frame" in m for m in messages)
+
+
+def test_output_dir_checked_first_and_stale_checkpoint_temps_removed(root, tmp_path):
+    import os
+    import time
+
+    with pytest.raises(SystemExit, match="^error: /proc/nonexistent/run_proc: cannot create"):
+        train_net.setup(args_for(root, Path("/proc/nonexistent/run_proc"), "SELD.TRAIN.MAX_EPOCHS", "1"))
+    for name in ("train_run_proc", "val_run_proc"):
+        DatasetCatalog.remove(name)
+    out = tmp_path / "run2"
+    out.mkdir()
+    stale = out / ".model_0000011.pth.k2j3h4g5.tmp"  # a checkpoint save killed with -9
+    stale.write_bytes(b"x" * 1000)
+    os.utime(stale, (time.time() - 3600, time.time() - 3600))
+    train_net.setup(args_for(root, out, "SELD.TRAIN.MAX_EPOCHS", "1"))
+    assert not stale.exists()
+    for name in ("train_run2", "val_run2"):
+        DatasetCatalog.remove(name)

@@ -46,7 +46,7 @@ from seld_d2.acoustics.solvers import (
 )
 from seld_d2.acoustics.streaming import ridge_problem, streaming_apgd
 from seld_d2.acoustics.visibility import FRAME_RATE, band_centres, visibilities
-from seld_d2.utils.io import atomic_open
+from seld_d2.utils.io import WriteError, atomic_open, prepare_output_dir
 from seld_d2.utils.visualize import save_figure
 
 FS = 24000
@@ -259,6 +259,11 @@ def main(argv: list[str] | None = None) -> int:
         return 2
 
     out = Path(args.out)
+    try:
+        prepare_output_dir(out)
+    except WriteError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
     grid = geo.fibonacci_grid()
     neighbours = geo.grid_neighbours(grid)
     freqs = geo.DEFAULT_STEERING_FREQ if args.steering == "fixed" else centres

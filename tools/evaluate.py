@@ -38,7 +38,7 @@ from pathlib import Path  # noqa: E402
 import seld_d2  # noqa: E402, F401  (project convention: first of the seld_d2/detectron2 imports)
 from seld_d2.data.classes import CLASS_COLORS  # noqa: E402
 from seld_d2.evaluation import baseline_metric, metric  # noqa: E402
-from seld_d2.utils.io import atomic_open  # noqa: E402
+from seld_d2.utils.io import WriteError, atomic_open, prepare_output_dir  # noqa: E402
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -126,6 +126,11 @@ def main(argv: list[str] | None = None) -> int:
     pred = args.pred.resolve()  # a name even for "." or "dir/"
     out = args.out or pred.with_name(pred.name + "_eval")
     try:
+        prepare_output_dir(out)  # before any work
+    except WriteError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    try:
         if args.metric == "official":
             result = metric.evaluate_folders(
                 args.pred,
@@ -155,12 +160,16 @@ def main(argv: list[str] | None = None) -> int:
         f"macro mAP {_fmt(m['mAP'])}  Pearson {_fmt(m['pearson'])}  |  "
         f"micro mAP {_fmt(u['mAP'])}  Pearson {_fmt(u['pearson'])}  ({result['clips']} clips)"
     )
-    with atomic_open(out / "metrics.json", "w") as f:
-        json.dump(result, f, indent=2)
-    with atomic_open(out / "table.md", "w") as f:
-        f.write("\n".join(lines) + "\n")
-    if not args.no_plot:
-        plot_ap(result, out / "ap_vs_threshold.png")
+    try:
+        with atomic_open(out / "metrics.json", "w") as f:
+            json.dump(result, f, indent=2)
+        with atomic_open(out / "table.md", "w") as f:
+            f.write("\n".join(lines) + "\n")
+        if not args.no_plot:
+            plot_ap(result, out / "ap_vs_threshold.png")
+    except WriteError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
     print(f"wrote {out}/metrics.json, table.md" + ("" if args.no_plot else ", ap_vs_threshold.png"))
     return 0
 

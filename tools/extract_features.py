@@ -22,6 +22,7 @@ from tqdm import tqdm
 from seld_d2.acoustics.audio import AudioError
 from seld_d2.acoustics.features import FeatureExtractor, cache_path_for
 from seld_d2.data.datasets import list_sequences
+from seld_d2.utils.io import WriteError, prepare_output_dir
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -61,6 +62,12 @@ def main(argv: list[str] | None = None) -> int:
     if not clips:
         print(f"error: {root / 'mic_dev' / args.split}: no wav files", file=sys.stderr)
         return 2
+    cache_dir = Path(args.cache_dir) if args.cache_dir else root / "features_dev" / args.split
+    try:
+        prepare_output_dir(cache_dir)
+    except WriteError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
     if args.threads:
         torch.set_num_threads(args.threads)
     try:
@@ -74,7 +81,6 @@ def main(argv: list[str] | None = None) -> int:
     except (FileNotFoundError, ValueError, RuntimeError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    cache_dir = Path(args.cache_dir) if args.cache_dir else root / "features_dev" / args.split
 
     computed, current, failed, frames = 0, 0, [], 0
     t0 = time.perf_counter()
@@ -93,6 +99,10 @@ def main(argv: list[str] | None = None) -> int:
         except AudioError as err:
             tqdm.write(f"error: {err}", file=sys.stderr)
             failed.append(name)
+        except WriteError as err:  # full disk or the like: the other clips would fail the same way
+            bar.close()
+            print(f"error: {err}; stopped after {computed} computed clip(s)", file=sys.stderr)
+            return 2
     elapsed = time.perf_counter() - t0
     rate = f", {frames / elapsed:.1f} frames/s" if computed else ""
     print(

@@ -43,7 +43,7 @@ from seld_d2.data.datasets import (
 from seld_d2.data.labels import write_labels
 from seld_d2.inference.predictor import SeldPredictor
 from seld_d2.inference.submission import ClipExporter
-from seld_d2.utils.io import atomic_open
+from seld_d2.utils.io import WriteError, atomic_open, prepare_output_dir, remove_stale_temps
 
 from detectron2.config import get_cfg
 
@@ -131,10 +131,19 @@ def frame_records(seq: str, frames_dir: Path, feature_file: Path, num_frames: in
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    cfg = setup(args)
     out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
+    summary_file = out.parent / f"{out.name}_infer_summary.json"
+    try:  # before any work: the submission folder and the folder of the summary beside it
+        prepare_output_dir(out)
+        prepare_output_dir(out.parent, clean=False)
+        remove_stale_temps(out.parent, names=[summary_file.name])
+    except WriteError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    cfg = setup(args)
     clips = clip_list(args, cfg)
+    for feature_dir in sorted({c[3].parent for c in clips}):
+        remove_stale_temps(feature_dir)
     if not clips:
         print(f"error: no clips found in {args.root}/mic_dev/{args.split}", file=sys.stderr)
         return 2
@@ -145,7 +154,7 @@ def main(argv: list[str] | None = None) -> int:
         try:
             info = check_wav(wav, channels=4, sample_rate=cfg.SELD.AUDIO.SAMPLE_RATE)
             audio_frames = -(-info.num_samples // (info.sample_rate // FRAME_RATE))
-            n = check_frames(frames_dir, seq, audio_frames)
+            n = check_frames(frames_dir, seq, audio_frames, wav=wav)
             ready.append((seq, wav, frames_dir, feature_file, n))
         except DatasetError as err:
             failed[seq] = str(err)
@@ -177,9 +186,13 @@ def main(argv: list[str] | None = None) -> int:
             if summary.thinned:
                 print(
                     f"{seq}: thinned to every {summary.sample_step}-th pixel to stay under "
-                    f"{cfg.SELD.INFER.MAX_FILE_MB:g} MB ({summary.extra['bytes'] / 1e6:.2f} MB)",
+                    f"{cfg.SELD.INFER.MAX_FILE_MB:g} MiB ({summary.extra['bytes']} bytes)",
                     file=sys.stderr,
                 )
+        except WriteError as err:  # full disk or the like: the other clips would fail the same way
+            bar.close()
+            print(f"error: {err}; stopped after {len(summaries)} clip(s)", file=sys.stderr)
+            return 2
         except (*DatasetError, AudioError, OSError, ValueError) as err:
             failed[seq] = str(err)
             tqdm.write(f"failed clip {seq}: {err}", file=sys.stderr)
@@ -194,8 +207,12 @@ def main(argv: list[str] | None = None) -> int:
         "seconds": round(elapsed, 2),
         "frames_per_s": round(total_frames / max(elapsed, 1e-9), 2),
     }
-    with atomic_open(out.parent / f"{out.name}_infer_summary.json", "w") as f:
-        json.dump(report, f, indent=1)
+    try:
+        with atomic_open(summary_file, "w") as f:
+            json.dump(report, f, indent=1)
+    except WriteError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
     exported = sum(s["exported"] for s in summaries.values())
     print(
         f"{len(summaries)} clips written to {out} ({exported} annotations, {total_frames} frames, "

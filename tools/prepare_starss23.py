@@ -21,7 +21,7 @@ from tqdm import tqdm
 
 from seld_d2.acoustics.visibility import FRAME_RATE
 from seld_d2.data.datasets import AUDIO_FORMATS, DatasetError, check_clip, frame_file, list_sequences
-from seld_d2.utils.io import atomic_open
+from seld_d2.utils.io import WriteError, atomic_open, prepare_output_dir, remove_stale_temps
 
 FRAME_SIZE = (360, 180)
 
@@ -95,8 +95,15 @@ def main(argv: list[str] | None = None) -> int:
         )
         return 2
 
-    problems: list[str] = []
     videos = [(s, v) for s in splits for v in sorted((root / "video_dev" / s).glob("*.mp4"))]
+    try:  # before any work: frames are written under frames_dev/<split>/<seq>/
+        for split in sorted({s for s, _ in videos}):
+            prepare_output_dir(root / "frames_dev" / split, clean=False)
+            remove_stale_temps(root / "frames_dev" / split, recursive=True)
+    except WriteError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    problems: list[str] = []
     for split, video in tqdm(videos, desc="extracting frames", unit="video", disable=not videos):
         seq = video.stem
         out_dir = root / "frames_dev" / split / seq
@@ -105,6 +112,9 @@ def main(argv: list[str] | None = None) -> int:
         try:
             n = extract_frames(video, out_dir, seq)
             tqdm.write(f"{video.name}: {n} frames")
+        except WriteError as err:  # full disk or the like: the other videos would fail the same way
+            print(f"error: {err}", file=sys.stderr)
+            return 2
         except ValueError as err:
             tqdm.write(f"error: {err}", file=sys.stderr)
             problems.append(str(err))

@@ -34,6 +34,7 @@ from pathlib import Path  # noqa: E402
 from seld_d2.acoustics.streaming import MAP_SOLVERS, solve_maps
 from seld_d2.data.synth import BackendUnavailable, SceneConfig, SynthConfig, synthesize_split  # noqa: E402
 from seld_d2.data.synth.render import BACKENDS  # noqa: E402
+from seld_d2.utils.io import WriteError, prepare_output_dir, remove_stale_temps  # noqa: E402
 
 
 def video_size(text: str) -> tuple[int, int]:
@@ -114,6 +115,13 @@ def main(argv: list[str] | None = None) -> int:
     if args.dry_sources is not None and not Path(args.dry_sources).is_dir():
         print(f"error: {args.dry_sources}: dry-source folder not found", file=sys.stderr)
         return 2
+    try:  # before any work; the temporaries of a killed run are removed from the split's folders
+        prepare_output_dir(args.out, clean=False)
+        for folder in Path(args.out).glob(f"*/{args.split}"):
+            remove_stale_temps(folder, recursive=True)
+    except WriteError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
     try:
         scene = SceneConfig(
             duration=args.duration,
@@ -149,7 +157,7 @@ def main(argv: list[str] | None = None) -> int:
             args.prefix,
             label_solver=solver,
         )
-    except BackendUnavailable as err:
+    except (BackendUnavailable, WriteError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     except (ValueError, FileNotFoundError, RuntimeError) as err:

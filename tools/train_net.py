@@ -29,6 +29,7 @@ from seld_d2 import add_seld_config
 from seld_d2.data.datasets import register_stairs26
 from seld_d2.engine.hooks import validation_losses
 from seld_d2.engine.trainer import SeldTrainer, build_validation_batches, dataset_records, iters_per_epoch
+from seld_d2.utils.io import WriteError, prepare_output_dir
 
 from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.config import get_cfg
@@ -69,6 +70,11 @@ def setup(args):
         if cfg.SOLVER.CHECKPOINT_PERIOD <= 0:
             cfg.SOLVER.CHECKPOINT_PERIOD = ipe  # 0 means: every epoch
     cfg.freeze()
+    if comm.is_main_process() and cfg.OUTPUT_DIR:
+        try:  # before any work; also removes the temporaries of a killed run's checkpoint saves
+            prepare_output_dir(cfg.OUTPUT_DIR)
+        except WriteError as err:
+            raise SystemExit(f"error: {err}") from None
     default_setup(cfg, args)
     return cfg
 
@@ -93,7 +99,10 @@ def main(args):
         return {"validation_losses": means, **results}
     trainer = SeldTrainer(cfg)
     trainer.resume_or_load(resume=args.resume)
-    return trainer.train()
+    try:
+        return trainer.train()
+    except WriteError as err:  # a checkpoint or log that the disk no longer takes
+        raise SystemExit(f"error: {err}") from None
 
 
 def invoke_main() -> None:

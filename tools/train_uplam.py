@@ -45,6 +45,7 @@ from seld_d2.acoustics.uplam import (
     steering_operator,
 )
 from seld_d2.acoustics.visibility import band_centres, visibilities
+from seld_d2.utils.io import WriteError, prepare_output_dir
 
 PROG = "train_uplam"
 NUM_CHANNELS = 32
@@ -258,7 +259,10 @@ def main(argv: list[str] | None = None) -> int:
             return _error(f"no usable clips in {args.root / 'eigen_dev' / split}")
     bad = bad_train + bad_val
 
-    args.out.mkdir(parents=True, exist_ok=True)
+    try:
+        prepare_output_dir(args.out)
+    except WriteError as err:
+        return _error(str(err))
     last_path, best_path = args.out / "last.pth", args.out / "best.pth"
     torch.manual_seed(args.seed)
     rng = np.random.default_rng(args.seed)

@@ -38,6 +38,7 @@ from seld_d2.acoustics.geometry import canvas_nearest_index, fibonacci_grid, pix
 from seld_d2.acoustics.visibility import FRAME_RATE
 from seld_d2.data.datasets import FrameError, frame_file, label_path, load_frame
 from seld_d2.data.labels import Annotation, LabelError, group_by_frame, load_labels
+from seld_d2.utils.io import WriteError, prepare_output_dir
 from seld_d2.utils.visualize import (
     annotation_energy,
     overlay_annotations,
@@ -229,7 +230,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     try:
         return run(args)
-    except InputError as err:
+    except (InputError, WriteError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 1
 
@@ -248,6 +249,10 @@ def run(args: argparse.Namespace) -> int:
         path = out / f"{clip.seq}_features_{feature_frame:04d}.png"
         feature_grid(root, args.split, clip, feature_frame, path)
         written.append(path)
+    try:  # after the input checks (a bad input leaves no folder), before the long parts
+        prepare_output_dir(out)
+    except WriteError as err:
+        raise InputError(str(err)) from None
 
     read = FrameReader(clip)
     for k in tqdm(frames, desc=f"PNG {clip.seq}", unit="frame", disable=not frames):

@@ -4,6 +4,7 @@ message is one line naming the file and what is wrong with it."""
 from __future__ import annotations
 
 import os
+import struct
 from dataclasses import dataclass
 
 import numpy as np
@@ -22,6 +23,9 @@ class AudioError(ValueError):
         self.problem = problem
         super().__init__(f"{self.path}: {problem}")
 
+    def __reduce__(self):  # pickle (loader workers) rebuilds it from its own arguments
+        return type(self), (self.path, self.problem)
+
 
 @dataclass(frozen=True)
 class WavInfo:
@@ -38,13 +42,53 @@ class WavInfo:
         return self.num_samples // (self.sample_rate // FRAME_RATE)
 
 
+def wav_data_shortfall(path: str | os.PathLike) -> tuple[int, int] | None:
+    """(bytes present, bytes declared) of a RIFF/RIFX WAVE file's data chunk when the file ends
+    before the chunk does (a truncated copy or download), else None. libsndfile reads such a
+    file without complaint, as the shorter clip it now is. Chunk sizes 0 and 0xFFFFFFFF (written
+    by streaming writers that never came back to fix them) are not checked."""
+    with open(path, "rb") as f:
+        size = os.fstat(f.fileno()).st_size
+        head = f.read(12)
+        if len(head) < 12 or head[:4] not in (b"RIFF", b"RIFX") or head[8:] != b"WAVE":
+            return None
+        layout = "<4sI" if head[:4] == b"RIFF" else ">4sI"
+        pos = 12
+        while pos + 8 <= size:
+            f.seek(pos)
+            chunk, length = struct.unpack(layout, f.read(8))
+            if chunk == b"data":
+                present = size - pos - 8
+                if length in (0, 0xFFFFFFFF) or present >= length:
+                    return None
+                return present, length
+            pos += 8 + length + (length & 1)  # chunks are padded to even sizes
+    return None
+
+
 def check_wav(
     path: str | os.PathLike, channels: int | tuple[int, ...] = 4, sample_rate: int = SAMPLE_RATE
 ) -> WavInfo:
-    """Check a wav header: readable, the expected sample rate and channel count, at least one
-    100 ms frame long. Returns its :class:`WavInfo`; raises :class:`AudioError`."""
+    """Check a wav file: readable, not empty or truncated (its data chunk as long as its header
+    says), the expected sample rate and channel count, at least one 100 ms frame long. Returns
+    its :class:`WavInfo`; raises :class:`AudioError`."""
     if not os.path.isfile(path):
         raise AudioError(path, "file not found")
+    try:
+        shortfall = wav_data_shortfall(path)
+    except PermissionError:
+        raise AudioError(path, "permission denied") from None
+    except OSError as err:
+        raise AudioError(path, f"cannot be read ({err.strerror or err})") from None
+    if os.path.getsize(path) == 0:
+        raise AudioError(path, "empty file (0 bytes)")
+    if shortfall is not None:
+        present, declared = shortfall
+        raise AudioError(
+            path,
+            f"truncated: its data chunk holds {present} of the {declared} bytes its header declares "
+            f"({100 * present / declared:.1f}%)",
+        )
     try:
         info = sf.info(os.fspath(path))
     except Exception as err:  # soundfile raises several types for unreadable files

@@ -57,6 +57,9 @@ class FrameError(ValueError):
         self.path, self.problem = os.fspath(path), problem
         super().__init__(f"{self.path}: {problem}")
 
+    def __reduce__(self):  # pickle (loader workers) rebuilds it from its own arguments
+        return type(self), (self.path, self.problem)
+
 
 DatasetError = (AudioError, LabelError, FrameError)
 
@@ -98,10 +101,13 @@ def list_sequences(root: Path, split: str, audio: str = "mic") -> list[str]:
     return sorted(names)
 
 
-def check_frames(frames_dir: Path, seq: str, expected: int, tolerance: int = 1) -> int:
+def check_frames(
+    frames_dir: Path, seq: str, expected: int, tolerance: int = 1, wav: str | os.PathLike | None = None
+) -> int:
     """Check a clip's frame folder: names ``<seq>_<k:04d>.png`` from 0 without gaps, a count
     within ``tolerance`` of the audio's frame count, 360x180 (first frame; others are resized
-    with a warning when loaded). Returns the number of frames; raises :class:`FrameError`."""
+    with a warning when loaded). Returns the number of frames; raises :class:`FrameError`, or
+    :class:`AudioError` naming ``wav`` (when given) if the audio is the shorter one."""
     if not frames_dir.is_dir():
         raise FrameError(frames_dir, "frame folder not found")
     pattern = re.compile(rf"^{re.escape(seq)}_(\d{{4,}})\.png$")
@@ -125,6 +131,8 @@ def check_frames(frames_dir: Path, seq: str, expected: int, tolerance: int = 1) 
         shown = ", ".join(os.path.basename(frame_file(frames_dir, seq, k)) for k in missing[:3])
         more = f" and {len(missing) - 3} more" if len(missing) > 3 else ""
         raise FrameError(frames_dir, f"missing {len(missing)} frame(s): {shown}{more}")
+    if n - expected > tolerance and wav is not None:
+        raise AudioError(wav, f"shorter than its clip: {expected} frames of audio (10 fps), {n} video frames")
     if abs(n - expected) > tolerance:
         raise FrameError(frames_dir, f"{n} frames, but the audio has {expected} (10 fps)")
     with Image.open(frame_file(frames_dir, seq, 0)) as im:
@@ -144,8 +152,10 @@ def load_frame(path: str | os.PathLike) -> np.ndarray:
             return np.asarray(im, dtype=np.uint8)
     except FileNotFoundError:
         raise FrameError(path, "frame not found") from None
-    except OSError as err:
-        raise FrameError(path, f"not a readable image ({err})") from None
+    except PermissionError:
+        raise FrameError(path, "permission denied") from None
+    except Exception as err:  # Pillow raises OSError, SyntaxError, ValueError, EOFError, zlib.error...
+        raise FrameError(path, f"not a readable image ({type(err).__name__}: {err})") from None
 
 
 def check_clip(
@@ -157,7 +167,7 @@ def check_clip(
     info = check_wav(wav, channels=channels, sample_rate=SAMPLE_RATE)
     audio_frames = math.ceil(info.num_samples / (SAMPLE_RATE // FRAME_RATE))
     frames_dir = root / "frames_dev" / split / seq
-    n = check_frames(frames_dir, seq, audio_frames)
+    n = check_frames(frames_dir, seq, audio_frames, wav=wav)
     labels = label_path(root, split, seq)
     notes = LabelNotes()
     if labels is None:

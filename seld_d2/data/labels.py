@@ -156,6 +156,9 @@ class LabelError(ValueError):
         self.path, self.where, self.problem = os.fspath(path), where, problem
         super().__init__(f"{self.path}: {where}: {problem}" if where else f"{self.path}: {problem}")
 
+    def __reduce__(self):  # pickle (loader workers) rebuilds it from its own arguments
+        return type(self), (self.path, self.where, self.problem)
+
 
 @dataclass
 class Annotation:

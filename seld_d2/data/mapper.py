@@ -12,7 +12,10 @@ from __future__ import annotations
 
 import copy
 import logging
+import pickle
 from collections import OrderedDict
+from collections.abc import Iterator
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -25,7 +28,7 @@ from detectron2.structures import Boxes, Instances
 from ..acoustics.features import latent_to_canvas, load_cached_latent
 from ..acoustics.geometry import canvas_nearest_index, fibonacci_grid
 from .augment import build_seld_augmentations
-from .datasets import FRAME_H, FRAME_W, load_frame
+from .datasets import FRAME_H, FRAME_W, DatasetError, load_frame
 
 logger = logging.getLogger(__name__)
 
@@ -186,8 +189,36 @@ class SeldDatasetMapper:
         return record
 
 
+# Input problems a record can have (unreadable frame, missing or malformed feature cache).
+CARRIED_ERRORS = (*DatasetError, OSError, ValueError)
+
+
+@dataclass
+class LoadFailure:
+    """A record the mapper could not map, returned by the dataset instead of raising: a
+    DataLoader re-raises a worker's exception as ``ExceptionClass(traceback text)``, which
+    fails for exceptions with several arguments (then a RuntimeError) and is never one line.
+    ``error`` is the original exception, pickled across the worker boundary."""
+
+    file_name: str | None
+    error: Exception
+
+
+def map_or_failure(mapper, record: dict):
+    """``mapper(record)``, or a :class:`LoadFailure` for the input problems of CARRIED_ERRORS."""
+    try:
+        return mapper(record)
+    except CARRIED_ERRORS as err:
+        try:
+            pickle.loads(pickle.dumps(err))
+        except Exception:  # a library exception that cannot cross the process boundary as is
+            err = RuntimeError(f"{type(err).__name__}: {err}")
+        return LoadFailure(record.get("file_name"), err)
+
+
 class MappedRecords(Dataset):
-    """Frame records mapped on access by ``mapper`` (e.g. a ``SeldDatasetMapper``)."""
+    """Frame records mapped on access by ``mapper`` (e.g. a ``SeldDatasetMapper``); a record
+    that cannot be read is a :class:`LoadFailure`."""
 
     def __init__(self, records: list[dict], mapper):
         self.records, self.mapper = records, mapper
@@ -195,8 +226,8 @@ class MappedRecords(Dataset):
     def __len__(self) -> int:
         return len(self.records)
 
-    def __getitem__(self, i: int) -> dict:
-        return self.mapper(self.records[i])
+    def __getitem__(self, i: int):
+        return map_or_failure(self.mapper, self.records[i])
 
 
 def list_collate(batch: list[dict]) -> list[dict]:
@@ -204,15 +235,36 @@ def list_collate(batch: list[dict]) -> list[dict]:
     return batch
 
 
+class RaisingLoader:
+    """The batches of ``loader``; the first :class:`LoadFailure` in them is raised here, in the
+    calling process, as its original exception (one line naming the file)."""
+
+    def __init__(self, loader: DataLoader):
+        self.loader = loader
+
+    def __len__(self) -> int:
+        return len(self.loader)
+
+    def __iter__(self) -> Iterator[list[dict]]:
+        for batch in self.loader:
+            for x in batch:
+                if isinstance(x, LoadFailure):
+                    raise x.error
+            yield batch
+
+
 def frame_loader(
     records: list[dict], mapper, batch_size: int, num_workers: int = 0, pin_memory: bool = False
-) -> DataLoader:
-    """The records, mapped, in order, in batches (lists of input dicts): test-time loading."""
-    return DataLoader(
-        MappedRecords(records, mapper),
-        batch_size=max(1, batch_size),
-        shuffle=False,
-        num_workers=num_workers,
-        collate_fn=list_collate,
-        pin_memory=pin_memory,
+) -> RaisingLoader:
+    """The records, mapped, in order, in batches (lists of input dicts): test-time loading. A
+    record that cannot be read raises its own error (e.g. ``FrameError``) in the caller."""
+    return RaisingLoader(
+        DataLoader(
+            MappedRecords(records, mapper),
+            batch_size=max(1, batch_size),
+            shuffle=False,
+            num_workers=num_workers,
+            collate_fn=list_collate,
+            pin_memory=pin_memory,
+        )
     )

@@ -4,11 +4,15 @@ The overrides only connect builders: the STAIRS26 datasets and ``SeldDatasetMapp
 class-balanced sampler, AdamW with the 12 parameter groups, the epoch-level hooks, and an
 atomic checkpointer. Training resumes exactly: the sampler and augmentations are functions of
 the draw position (so the data after iteration k is the same whether or not the run was
-interrupted), and RNG states are checkpointed.
+interrupted), and a checkpoint holds everything the next step depends on: the model, the
+optimizer (AdamW moments, step counts and each group's current LR), the AMP GradScaler when AMP is
+on, the LR scheduler, and the state of every hook (RNG states, unfreezing stage and grace period,
+plateau-LR scheduler, early-stopping counters, best validation loss, validation history).
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import os
@@ -24,7 +28,8 @@ from detectron2.engine import DefaultTrainer, hooks
 from detectron2.utils import comm
 from detectron2.utils.events import CommonMetricPrinter, JSONWriter, TensorboardXWriter
 
-from ..data.mapper import SeldDatasetMapper, frame_loader, list_collate
+from ..data.datasets import FrameError
+from ..data.mapper import LoadFailure, SeldDatasetMapper, frame_loader, list_collate, map_or_failure
 from ..data.sampler import ClassBalancedFrameSampler, SequentialFrameSampler, class_frequencies
 from ..modeling.roi_heads import inverse_frequency_weights
 from ..utils.io import atomic_open
@@ -68,10 +73,40 @@ class _SeededFrames(Dataset):
     def __len__(self) -> int:
         return len(self.records)
 
-    def __getitem__(self, item: tuple[int, int]) -> dict:
+    def __getitem__(self, item: tuple[int, int]) -> dict | LoadFailure:
         index, position = item
         np.random.seed((self.seed * 1_000_003 + position) % 2**32)
-        return self.mapper(self.records[index])
+        return map_or_failure(self.mapper, self.records[index])
+
+
+class SkipUnreadableFrames:
+    """The batches of a training loader without the frames that could not be decoded
+    (``FrameError``: a corrupt or unreadable PNG), each bad file logged once and counted in
+    ``skipped``; a batch left empty is replaced by the next one. Other load failures (a missing
+    feature cache, say) are raised as their original one-line error. Registration checks only
+    the first frame of a clip: decoding every frame there would read the whole video once more."""
+
+    def __init__(self, loader: DataLoader):
+        self.loader = loader
+        self.skipped = 0
+        self._logged: set[str] = set()
+
+    def __iter__(self) -> Iterator[list[dict]]:
+        for batch in self.loader:
+            good = [x for x in batch if not self._skip(x)]
+            if good:
+                yield good
+
+    def _skip(self, x) -> bool:
+        if not isinstance(x, LoadFailure):
+            return False
+        if not isinstance(x.error, FrameError):
+            raise x.error
+        self.skipped += 1
+        if x.error.path not in self._logged:
+            self._logged.add(x.error.path)
+            logger.warning("skipping an undecodable frame (%d skipped so far): %s", self.skipped, x.error)
+        return True
 
 
 class _Positioned(Sampler):
@@ -148,7 +183,15 @@ def build_validation_batches(cfg, records: list[dict]) -> list[list[dict]]:
     chosen = chosen[comm.get_rank() :: comm.get_world_size()]
     mapper = SeldDatasetMapper(cfg, is_train=True, augmentations=[])  # targets, no augmentation
     size = max(1, cfg.SOLVER.IMS_PER_BATCH // comm.get_world_size())
-    mapped = [mapper(records[i]) for i in chosen]
+    mapped = []
+    for i in chosen:
+        x = map_or_failure(mapper, records[i])
+        if isinstance(x, LoadFailure):
+            if not isinstance(x.error, FrameError):
+                raise x.error
+            logger.warning("validation: skipping an undecodable frame: %s", x.error)
+            continue
+        mapped.append(x)
     return [mapped[i : i + size] for i in range(0, len(mapped), size)]
 
 
@@ -181,6 +224,31 @@ def with_class_weights(cfg, records: list[dict]):
     return cfg
 
 
+def drop_metrics_from(path: str, start_iter: int) -> int:
+    """Cut ``metrics.json`` (one JSON object per line) before its first record of an iteration
+    >= ``start_iter`` (or its first unreadable line, e.g. one torn by a kill), so a resumed run
+    does not repeat iterations it already holds. Truncated in place: Detectron2's JSONWriter
+    already holds the file open for appending. Returns the number of lines dropped."""
+    if not os.path.isfile(path):
+        return 0
+    with open(path, "r+b") as f:
+        keep, dropped = 0, 0
+        for line in f:
+            if dropped == 0:
+                try:
+                    ok = json.loads(line).get("iteration", -1) < start_iter and line.endswith(b"\n")
+                except (ValueError, AttributeError):
+                    ok = False
+                if ok:
+                    keep += len(line)
+                    continue
+            dropped += 1
+        if dropped:
+            f.truncate(keep)
+            logger.info("%s: dropped %d records from iteration %d on (rerun)", path, dropped, start_iter)
+    return dropped
+
+
 class SeldTrainer(DefaultTrainer):
     """DefaultTrainer with seld_d2's builders and epoch hooks (see the module docstring)."""
 
@@ -190,10 +258,10 @@ class SeldTrainer(DefaultTrainer):
         super().__init__(with_class_weights(cfg, self._train_records))
 
     def build_train_loader(self, cfg):  # noqa: D102  (instance method: needs the records)
-        return build_seld_train_loader(cfg, self._train_records)
+        return SkipUnreadableFrames(build_seld_train_loader(cfg, self._train_records))
 
     @classmethod
-    def build_test_loader(cls, cfg, dataset_name: str) -> DataLoader:
+    def build_test_loader(cls, cfg, dataset_name: str):
         """Every frame of the dataset in order (whole clips, for the tracker), mapped without
         augmentation, ``SELD.INFER.BATCH_SIZE`` frames per batch, this process's share of clips."""
         records = DatasetCatalog.get(dataset_name)
@@ -266,11 +334,37 @@ class SeldTrainer(DefaultTrainer):
 
     def resume_or_load(self, resume: bool = True) -> None:
         super().resume_or_load(resume)
+        if self.start_iter > 0 and comm.is_main_process():
+            drop_metrics_from(os.path.join(self.cfg.OUTPUT_DIR, "metrics.json"), self.start_iter)
         if self.start_iter > 0:
             # Continue the data stream exactly where the interrupted run left it.
-            loader = build_seld_train_loader(self.cfg, self._train_records, start_iter=self.start_iter)
+            loader = SkipUnreadableFrames(
+                build_seld_train_loader(self.cfg, self._train_records, start_iter=self.start_iter)
+            )
             self._trainer.data_loader = loader
             self._trainer._data_loader_iter = iter(loader)
+
+    def state_dict(self) -> dict:
+        """Detectron2's trainer state (iteration, hooks) plus the optimizer's (and the AMP
+        GradScaler's, under AMP) and the LR scheduler's: DefaultTrainer 0.6 saves neither, so a
+        resumed AdamW would restart from zero moments."""
+        state = super().state_dict()
+        state["_trainer"] = self._trainer.state_dict()  # optimizer (+ grad_scaler)
+        state["scheduler"] = self.scheduler.state_dict()
+        return state
+
+    def load_state_dict(self, state: dict) -> None:
+        # Hooks first (ProgressiveUnfreezing sets the stage of the resume point), then the
+        # optimizer state saved at that stage (its groups always hold every parameter).
+        super().load_state_dict(state)
+        if "_trainer" not in state:
+            logger.warning(
+                "the checkpoint has no optimizer state (written by an older seld_d2): AdamW restarts "
+                "from zero moments, so this resume is not exact"
+            )
+            return
+        self._trainer.load_state_dict(state["_trainer"])
+        self.scheduler.load_state_dict(state["scheduler"])
 
     def train(self):
         try:

@@ -26,7 +26,7 @@ from .tracker import Export
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_MAX_BYTES = 20_000_000  # the evaluator's per-file limit
+DEFAULT_MAX_BYTES = 20 * 2**20  # the evaluator's per-file limit: 20 MiB
 MIN_POINTS = 3  # fewer points are rendered as single pixels, not a surface
 _SEPARATORS = (",", ":")  # as write_labels writes
 _FILE_OVERHEAD = len('{"annotations":[]}')

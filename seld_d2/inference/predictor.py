@@ -13,11 +13,10 @@ from collections.abc import Iterable, Iterator
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader
 
 from detectron2.layers import cat
 
-from ..data.mapper import SeldDatasetMapper, frame_loader
+from ..data.mapper import RaisingLoader, SeldDatasetMapper, frame_loader
 from ..modeling.meta_arch import SeldRCNN
 from .postprocess import Detection, to_detections
 
@@ -82,7 +81,7 @@ class SeldPredictor:
         lowest = min([float(c.SCORE_THRESH), *(float(v) for _, v in c.CLASS_SCORE_THRESH)])
         self.score_floor = float(np.nextafter(np.float32(lowest), np.float32(-np.inf)))
 
-    def loader(self, records: list[dict], num_workers: int | None = None) -> DataLoader:
+    def loader(self, records: list[dict], num_workers: int | None = None) -> RaisingLoader:
         """Mapped frames in model-sized batches, in record order."""
         workers = self.num_workers if num_workers is None else num_workers
         return frame_loader(records, self.mapper, self.batch_size, workers, self.device.type == "cuda")

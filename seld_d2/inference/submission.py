@@ -88,7 +88,7 @@ class ClipExporter:
             dense_thresh=c.DENSE_THRESH,
             sample_step=c.SAMPLE_STEP,
             num_peaks=c.NUM_PEAKS,
-            max_bytes=int(c.MAX_FILE_MB * 1_000_000),
+            max_bytes=int(c.MAX_FILE_MB * 2**20),
         )
 
     def select(self, detections: list[Detection]) -> list[Detection]:
@@ -125,10 +125,11 @@ class ClipExporter:
         summary.thinned = step != self.export_kw["step"]
         if summary.thinned:
             logger.warning(
-                "%s: thinned to every %d-th pixel (was %d) to stay under %.1f MB",
+                "%s: thinned to every %d-th pixel (was %d) to stay within %d bytes (%g MiB)",
                 name,
                 step,
                 self.export_kw["step"],
-                self.max_bytes / 1e6,
+                self.max_bytes,
+                self.max_bytes / 2**20,
             )
         return annotations, summary
