@@ -131,7 +131,7 @@ class FeatureExtractor:
             logger.warning(
                 "\n" + "!" * 78 + "\n!! No UpLAM checkpoint given: features come from a RANDOMLY "
                 "INITIALISED UpLAM\n!! (seed %d). They carry little spatial information; train one "
-                "with tools/train_uplam.py, or use the classical maps (kind srp).\n" + "!" * 78,
+                "with tools/train_uplam.py,\n!! or use the classical maps (kind srp).\n" + "!" * 78,
                 seed,
             )
         self.bands = self.model.band_centres
@@ -279,6 +279,12 @@ def load_cached_latent(path: str | os.PathLike) -> np.ndarray:
         return z["latent"].astype(np.float32)
 
 
+def load_cache(path: str | os.PathLike) -> tuple[np.ndarray, dict[str, Any]]:
+    """The cached maps as float32 (T, B, N) and their metadata, from one read of the file."""
+    with np.load(path, allow_pickle=False) as z:
+        return z["latent"].astype(np.float32), json.loads(str(z["meta"]))
+
+
 def cache_path_for(cache_dir: str | os.PathLike, wav_path: str | os.PathLike) -> Path:
     """``<cache_dir>/<seq>.npz`` for ``.../<seq>.wav``."""
     return Path(cache_dir) / (Path(wav_path).stem + CACHE_SUFFIX)
@@ -291,6 +297,7 @@ __all__ = [
     "cache_kind",
     "cache_path_for",
     "latent_to_canvas",
+    "load_cache",
     "load_cached_latent",
     "read_cache_metadata",
     "write_cache",
