@@ -16,6 +16,13 @@ def add_seld_config(cfg: CN) -> CN:
     cfg.SELD.AUDIO = CN()
     # Sample rate the wav files must have (STARSS23/STAIRS26: 24 kHz).
     cfg.SELD.AUDIO.SAMPLE_RATE = 24000
+    # Kind of acoustic features: "uplam" (the latent of the UpLAM of UPLAM_CHECKPOINT) or "srp"
+    # (classical steered response power of the 4x4 visibilities, one steering operator per band,
+    # no training: the baseline a learnt feature must beat; UPLAM_CHECKPOINT and STEERING are
+    # ignored). The feature cache records the kind, so the two never mix.
+    cfg.SELD.AUDIO.FEATURE_KIND = "uplam"
+    # SRP method when FEATURE_KIND is "srp": "bartlett" (delay-and-sum), "mvdr" or "music".
+    cfg.SELD.AUDIO.SRP_METHOD = "bartlett"
     # Band layout of the acoustic features: "mel16" (the report's 16 mel bands, 50-4500 Hz),
     # "linear9" (the baseline's 9 bands, 1667-4333 Hz), or a list of centre frequencies in Hz.
     # Ignored when UPLAM_CHECKPOINT is set (the checkpoint fixes it).

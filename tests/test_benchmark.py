@@ -1,4 +1,5 @@
-"""tools/benchmark.py train / infer: one short run each, on the CPU (numbers are not checked)."""
+"""tools/benchmark.py features / train / infer: one short run each, on the CPU (numbers are not
+checked)."""
 
 import json
 import sys
@@ -25,3 +26,14 @@ def test_infer_model_and_end_to_end(capsys):
     result = _last_json(capsys)
     assert result["benchmark"] == "infer" and result["img_per_s"] > 0 and result["e2e_frames_per_s"] > 0
     assert 0 < result["detections_per_img"] <= 5
+
+
+def test_features_of_each_kind(capsys):
+    assert (
+        benchmark.main(["features", "--kind", "srp", "--method", "mvdr", "--frames", "40", "--repeats", "1"])
+        == 0
+    )
+    result = _last_json(capsys)
+    assert result["kind"] == "srp mvdr" and result["frames"] == 40 and result["srp_frames_per_s"] > 0
+    assert benchmark.main(["features", "--frames", "8", "--batch-size", "8", "--repeats", "1"]) == 0
+    assert _last_json(capsys)["uplam_frames_per_s"] > 0

@@ -13,6 +13,7 @@ from seld_d2.acoustics.geometry import TETRA_CHANNELS, canvas_nearest_index, fib
 from seld_d2.acoustics.uplam import UpLAM, save_checkpoint
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "tools"))
 
 
 @pytest.fixture(scope="module")
@@ -90,6 +91,68 @@ def test_canvas_gather_numpy_and_torch(extractor):
     idx = canvas_nearest_index(fibonacci_grid())
     assert planes[1, 3, 17, 200] == latent[1, 3, idx[17, 200]]
     np.testing.assert_array_equal(extractor.to_canvas(torch.from_numpy(latent)).numpy(), planes)
+
+
+def test_srp_kind_is_cached_under_its_own_key(extractor, clip, tmp_path):
+    cache = tmp_path / "clip1.npz"
+    srp = F.FeatureExtractor(kind="srp")  # Bartlett, mel16, per-band steering
+    fresh = srp.extract_file(clip)
+    assert fresh.shape == (7, 16, 484) and fresh.dtype == np.float32
+    assert np.allclose(fresh[:, 1:].max(axis=-1), 1.0)
+    np.testing.assert_array_equal(srp.cached(clip, cache), fresh.astype(np.float16).astype(np.float32))
+    meta = F.read_cache_metadata(cache)
+    assert meta["kind"] == "srp" and meta["method"] == "bartlett" and meta["checkpoint"] is None
+    assert meta["steering"] == "per_band" and F.cache_kind(meta) == "srp"
+    # Neither a UpLAM extractor nor another SRP method takes this cache for its own, and back.
+    assert not extractor.is_cached(clip, cache)
+    assert not F.FeatureExtractor(kind="srp", method="mvdr").is_cached(clip, cache)
+    extractor.cached(clip, cache)
+    assert F.cache_kind(F.read_cache_metadata(cache)) == "uplam" and not srp.is_cached(clip, cache)
+    assert F.cache_kind({"num_frames": 3}) == "uplam"  # version-1 files hold UpLAM latents
+    with pytest.raises(ValueError, match="checkpoint was given for srp"):
+        F.FeatureExtractor(kind="srp", checkpoint="uplam.pth")
+    with pytest.raises(ValueError, match="steered per band"):
+        F.FeatureExtractor(kind="srp", steering="fixed")
+    with pytest.raises(ValueError, match="unknown feature kind"):
+        F.FeatureExtractor(kind="apgd")
+
+
+def test_feature_kind_from_config():
+    from seld_d2.config import add_seld_config
+
+    from detectron2.config import get_cfg
+
+    cfg = add_seld_config(get_cfg())
+    cfg.MODEL.DEVICE = "cpu"
+    assert F.FeatureExtractor.from_config(cfg).kind == "uplam"
+    cfg.SELD.AUDIO.FEATURE_KIND, cfg.SELD.AUDIO.SRP_METHOD = "srp", "music"
+    cfg.SELD.AUDIO.UPLAM_CHECKPOINT = "ignored.pth"  # does not apply to srp
+    fe = F.FeatureExtractor.from_config(cfg)
+    assert (fe.kind, fe.method, fe.band_name, fe.model) == ("srp", "music", "mel16", None)
+
+
+def test_extract_features_kind_srp_round_trip(clip, capsys):
+    import extract_features
+
+    root = clip.parents[2]
+    assert extract_features.main(["--root", str(root), "--split", "split", "--kind", "srp"]) == 0
+    cache = root / "features_dev" / "split" / "clip1.npz"
+    assert F.read_cache_metadata(cache)["kind"] == "srp"
+    srp = F.FeatureExtractor(kind="srp")
+    np.testing.assert_allclose(F.load_cached_latent(cache), srp.extract_file(clip), atol=2**-11)
+    assert extract_features.main(["--root", str(root), "--split", "split", "--kind", "srp"]) == 0
+    assert "0 computed, 1 up to date" in capsys.readouterr().out
+    # Another method, then the UpLAM kind, each recompute it.
+    assert (
+        extract_features.main(["--root", str(root), "--split", "split", "--kind", "srp", "--method", "mvdr"])
+        == 0
+    )
+    assert F.read_cache_metadata(cache)["method"] == "mvdr"
+    assert extract_features.main(["--root", str(root), "--split", "split"]) == 0
+    assert "1 computed" in capsys.readouterr().out and F.read_cache_metadata(cache)["kind"] == "uplam"
+    args = ["--root", str(root), "--split", "split", "--kind", "srp", "--steering", "fixed"]
+    assert extract_features.main(args) == 2
+    assert "steered per band" in capsys.readouterr().err
 
 
 def run_tool(*args):

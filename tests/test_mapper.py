@@ -67,6 +67,19 @@ def test_missing_features_name_the_file(records):
         SeldDatasetMapper(True, augmentations=[])(rec)
 
 
+def test_features_of_another_kind_are_refused(records, tmp_path):
+    latent = np.zeros((5, 16, 484), np.float16)
+    srp_file = tmp_path / "srp.npz"
+    write_cache(srp_file, latent, {"num_frames": 5, "kind": "srp"})
+    rec = dict(records[0], feature_file=str(srp_file))
+    with pytest.raises(ValueError, match="holds srp features, but SELD.AUDIO.FEATURE_KIND is uplam"):
+        SeldDatasetMapper(True, augmentations=[], feature_kind="uplam")(rec)
+    assert SeldDatasetMapper(True, augmentations=[], feature_kind="srp")(rec)["image"].shape[0] == 19
+    # The fixture's cache has no kind: a version-1 file, i.e. UpLAM.
+    with pytest.raises(ValueError, match="holds uplam features"):
+        SeldDatasetMapper(True, augmentations=[], feature_kind="srp")(records[0])
+
+
 def test_test_mode_has_no_targets(records):
     out = SeldDatasetMapper(False, augmentations=[])(records[1])
     assert "instances" not in out and "annotations" not in out and out["image"].shape == (19, 180, 360)

@@ -2,7 +2,7 @@
 """Benchmarks of seld_d2's pipelines. Each prints readable lines and, as its last line, one JSON
 object with the numbers.
 
-  features   4-ch audio -> visibilities -> UpLAM latent (the cached acoustic features), frames/s
+  features   4-ch audio -> visibilities -> UpLAM latent or SRP maps (``--kind srp``), frames/s
   train      one training step of the 19-channel detector (img/s), and the data path (frames/s)
   synth      one synthetic scene (free-field render, labels, video, files), real-time factor
   infer      the detector's forward pass (img/s) and wav + frames -> submission JSON (frames/s)
@@ -117,7 +117,15 @@ def bench_features(args: argparse.Namespace) -> dict:
     if args.device.startswith("cuda") and not torch.cuda.is_available():
         raise SystemExit("error: --device cuda asked for, but torch sees no CUDA device")
     dtype = torch.float64 if args.dtype == "float64" else torch.float32
-    fe = FeatureExtractor(bands=args.bands, device=args.device, batch_size=args.batch_size, dtype=dtype)
+    fe = FeatureExtractor(
+        kind=args.kind,
+        method=args.method,
+        bands=args.bands,
+        device=args.device,
+        batch_size=args.batch_size,
+        dtype=dtype,
+    )
+    maps = "UpLAM" if args.kind == "uplam" else f"SRP {args.method}"
     audio = _test_audio(args.frames)
 
     def sync() -> None:
@@ -140,14 +148,15 @@ def bench_features(args: argparse.Namespace) -> dict:
         "frames": int(latent.shape[0]),
         "frames_per_s": round(latent.shape[0] / best_total, 1),
         "visibility_frames_per_s": round(latent.shape[0] / best_vis, 1),
-        "uplam_frames_per_s": round(latent.shape[0] / (best_total - best_vis), 1),
+        f"{args.kind}_frames_per_s": round(latent.shape[0] / (best_total - best_vis), 1),
+        "kind": args.kind if args.kind == "uplam" else f"srp {args.method}",
         "device": args.device if not args.device.startswith("cuda") else torch.cuda.get_device_name(),
         "bands": fe.num_bands,
         "dtype": args.dtype,
         "batch_size": args.batch_size,
         "threads": torch.get_num_threads(),
     }
-    if args.reference_frames:
+    if args.reference_frames and args.kind == "uplam":
         # The naive path for comparison: float64 model, one frame per call.
         ref = FeatureExtractor(bands=args.bands, device=args.device, batch_size=1, dtype=torch.float64)
         part = audio[: args.reference_frames * FS // FRAME_RATE].astype(np.float64)
@@ -159,7 +168,8 @@ def bench_features(args: argparse.Namespace) -> dict:
         )
     print(
         f"features: {result['frames']} frames, {result['frames_per_s']} frames/s end to end "
-        f"(visibilities {result['visibility_frames_per_s']}/s, UpLAM {result['uplam_frames_per_s']}/s) "
+        f"(visibilities {result['visibility_frames_per_s']}/s, "
+        f"{maps} {result[f'{args.kind}_frames_per_s']}/s) "
         f"on {result['device']}, {result['threads']} threads, {result['bands']} bands, {args.dtype}"
     )
     return result
@@ -479,6 +489,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="which", required=True)
     f = sub.add_parser("features", help="acoustic feature extraction speed (frames/s)")
+    f.add_argument("--kind", default="uplam", choices=["uplam", "srp"], help="feature kind (default uplam)")
+    f.add_argument("--method", default="bartlett", choices=["bartlett", "mvdr", "music"], help="SRP method")
     f.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
     f.add_argument("--frames", type=int, default=1200, help="100 ms frames to process (default 1200)")
     f.add_argument("--bands", default="mel16", help="band layout (default mel16)")

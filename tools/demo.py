@@ -5,7 +5,8 @@
    sources of the ``--classes``, 360x180 video, STAIRS26-style labels) into the STARSS23 layout.
 2. Train UpLAM briefly on the training scenes' 32-ch recordings (``tools/train_uplam.py``;
    a float32 checkpoint of ~13 MB is not shipped in the repository) or take ``--uplam PATH``,
-   and extract the UpLAM features of both splits with it (``tools/extract_features.py``).
+   and extract the UpLAM features of both splits with it (``tools/extract_features.py``); with
+   ``--feature-kind srp`` no UpLAM is trained and the classical 4-ch maps are extracted instead.
 3. Train the detector briefly on the CPU (``configs/SELD/demo_cpu.yaml``, ``tools/train_net.py``).
 4. Run it on the test split into submission files (``tools/infer.py``).
 5. Score them with the official metric (``tools/evaluate.py``).
@@ -60,6 +61,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "each of them often)",
     )
     p.add_argument("--epochs", type=int, default=None, help="detector epochs (default: the config's)")
+    p.add_argument(
+        "--feature-kind",
+        default="uplam",
+        choices=["uplam", "srp"],
+        help="acoustic features: uplam (trained here or --uplam) or srp (classical maps, no training)",
+    )
+    p.add_argument(
+        "--srp-method", default="bartlett", choices=["bartlett", "mvdr", "music"], help="SRP method"
+    )
     p.add_argument("--uplam", default=None, help="UpLAM checkpoint to use instead of training one")
     p.add_argument("--uplam-epochs", type=int, default=2, help="UpLAM training epochs (default 2)")
     p.add_argument(
@@ -144,7 +154,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     t = lap("synthesis", t)
 
-    if args.uplam:
+    if args.feature_kind == "srp":
+        uplam = None
+    elif args.uplam:
         uplam = Path(args.uplam)
     else:
         step("[2/6] training UpLAM (self-supervised, 4x4 -> 32x32 visibilities)")
@@ -157,9 +169,16 @@ def main(argv: list[str] | None = None) -> int:
             return rc
         uplam = out / "uplam" / "best.pth"
         t = lap("uplam_training", t)
-    step(f"[2/6] extracting UpLAM features with {uplam}")
+    if uplam is None:
+        step(f"[2/6] extracting the classical 4-ch features (srp {args.srp_method}, no UpLAM)")
+        kind_args = ["--kind", "srp", "--method", args.srp_method]
+        feature_opts = ["SELD.AUDIO.FEATURE_KIND", "srp", "SELD.AUDIO.SRP_METHOD", args.srp_method]
+    else:
+        step(f"[2/6] extracting UpLAM features with {uplam}")
+        kind_args = ["--checkpoint", str(uplam)]
+        feature_opts = ["SELD.AUDIO.UPLAM_CHECKPOINT", str(uplam)]
     for split in (TRAIN, TEST):
-        rc = extract_features.main(["--root", str(root), "--split", split, "--checkpoint", str(uplam)])
+        rc = extract_features.main(["--root", str(root), "--split", split, *kind_args])
         if rc:
             return rc
     t = lap("features", t)
@@ -169,8 +188,8 @@ def main(argv: list[str] | None = None) -> int:
     opts = [
         "SELD.DATA.ROOT", str(root), "SELD.DATA.TRAIN_SPLITS", f"['{TRAIN}']",
         "SELD.DATA.VAL_SPLITS", f"['{TEST}']", "DATASETS.TRAIN", "('demo_train',)",
-        "DATASETS.TEST", "('demo_test',)", "SELD.AUDIO.UPLAM_CHECKPOINT", str(uplam),
-        "OUTPUT_DIR", str(train_dir), "MODEL.DEVICE", "cpu", "SEED", str(args.seed),
+        "DATASETS.TEST", "('demo_test',)", *feature_opts, "OUTPUT_DIR", str(train_dir),
+        "MODEL.DEVICE", "cpu", "SEED", str(args.seed),
     ]  # fmt: skip
     if args.epochs:
         opts += ["SELD.TRAIN.MAX_EPOCHS", str(args.epochs)]

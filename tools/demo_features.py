@@ -7,8 +7,9 @@ detector lands).
    frames, STAIRS26-style labels, and the true event tables.
 2. Train UpLAM self-supervised on the 32-ch train split (``tools/train_uplam.py``).
 3. Extract and cache the test split's features with that checkpoint (``tools/extract_features.py``).
-4. Score and draw them: peak direction error of the feature maps against the true sources, next
-   to APGD maps of the 32-ch recordings; pictures of a frame's 16 feature planes.
+4. Score and draw them: peak direction error on single-source frames (``seld_d2.acoustics.quality``)
+   of the feature maps against the true sources, next to the classical 4-ch delay-and-sum maps
+   (``srp``) and APGD maps of the 32-ch recordings; pictures of a frame's 16 feature planes.
 
 Everything goes into ``--out``; the last lines printed say where.
 """
@@ -29,11 +30,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))  # sibling tools
 import extract_features  # noqa: E402
 import train_uplam  # noqa: E402
 
-from seld_d2.acoustics import geometry as geo  # noqa: E402
 from seld_d2.acoustics.features import FeatureExtractor, cache_path_for, load_cached_latent  # noqa: E402
-from seld_d2.acoustics.solvers import GramOperator, apgd  # noqa: E402
-from seld_d2.acoustics.uplam import steering_operator  # noqa: E402
-from seld_d2.acoustics.visibility import visibilities  # noqa: E402
+from seld_d2.acoustics.quality import apgd_reference, band_median, peak_errors  # noqa: E402
 from seld_d2.data.classes import CLASS_NAMES  # noqa: E402
 from seld_d2.data.synth import SceneConfig, SynthConfig, synthesize_split  # noqa: E402
 from seld_d2.data.synth.generate import read_event_table  # noqa: E402
@@ -47,18 +45,6 @@ def scene_config(seconds: float) -> SynthConfig:
     """Short scenes with a few well-separated events (no video: the front-end needs none)."""
     scene = SceneConfig(duration=seconds, min_events=2, max_events=4, max_overlap=2, min_separation_deg=60.0)
     return SynthConfig(scene=scene, video_size=None)
-
-
-def peak_errors(maps: np.ndarray, events: list, grid: np.ndarray) -> np.ndarray:
-    """Angle from each frame's map peak (T, N) to the nearest event active in that frame, degrees;
-    frames without an active event are left out."""
-    peaks = grid[np.argmax(maps, axis=-1)]
-    errors = []
-    for t in range(len(maps)):
-        active = [e.direction for e in events if e.onset_frame <= t < e.offset_frame]
-        if active:
-            errors.append(geo.angular_distance_deg(peaks[t][None, :], np.stack(active)).min())
-    return np.asarray(errors)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -106,26 +92,30 @@ def main(argv: list[str] | None = None) -> int:
 
     print("[4/4] scoring and drawing")
     fe = FeatureExtractor(checkpoint=ckpt)
+    srp = FeatureExtractor(kind="srp", bands=args.bands)  # the classical 4-ch baseline
     centres = np.asarray(fe.bands)
-    usable = centres >= 1000  # SPEC §3: below ~1 kHz the 4.2 cm array barely resolves direction
-    grid = geo.fibonacci_grid()
-    op = GramOperator(steering_operator(args.bands, fe.model.steering))
-    summary = {"checkpoint": str(ckpt), "bands": fe.model.band_name, "clips": []}
+    summary = {"checkpoint": str(ckpt), "bands": fe.band_name, "clips": []}
+
+    def median_error(maps: np.ndarray, events: list) -> float | None:
+        """Median peak error of the >= 1 kHz median map over the single-source frames."""
+        err = peak_errors(band_median(maps, centres), events)
+        return round(float(np.nanmedian(err)), 2) if np.isfinite(err).any() else None
+
     for k, name in enumerate(test_clips):
         events = read_event_table(root / "events_dev" / "dev-test-demo" / f"{name}.csv")
         latent = load_cached_latent(cache_path_for(root / "features_dev" / "dev-test-demo", f"{name}.wav"))
         em32, _ = sf.read(str(root / "eigen_dev" / "dev-test-demo" / f"{name}.wav"), dtype="float64")
-        ref = apgd(visibilities(em32, FS, args.bands), op)  # (T, B, 484): the labels' solver
-        uplam_map = np.median(latent[:, usable], axis=1)
-        apgd_map = np.median(ref[:, usable], axis=1)
-        err_uplam, err_apgd = peak_errors(uplam_map, events, grid), peak_errors(apgd_map, events, grid)
+        ref = apgd_reference(em32, FS, args.bands, fe.steering)  # (T, B, 484): the labels' solver
+        srp_maps = srp.extract_file(root / "mic_dev" / "dev-test-demo" / f"{name}.wav")
+        uplam_map, apgd_map = band_median(latent, centres), band_median(ref, centres)
         summary["clips"].append(
             {
                 "clip": name,
                 "events": len(events),
-                "frames_with_events": int(len(err_uplam)),
-                "uplam_peak_error_deg_median": round(float(np.median(err_uplam)), 2),
-                "apgd_em32_peak_error_deg_median": round(float(np.median(err_apgd)), 2),
+                "single_source_frames": int(np.isfinite(peak_errors(uplam_map, events)).sum()),
+                "uplam_peak_error_deg_median": median_error(latent, events),
+                "srp_bartlett_peak_error_deg_median": median_error(srp_maps, events),
+                "apgd_em32_peak_error_deg_median": median_error(ref, events),
             }
         )
         # Draw the frame with the most active events.
@@ -152,13 +142,16 @@ def main(argv: list[str] | None = None) -> int:
     with atomic_open(out / "summary.json", "w") as f:
         json.dump(summary, f, indent=1)
 
-    print(f"\n{'clip':<26} {'events':>6} {'UpLAM err (deg)':>16} {'APGD-32ch err (deg)':>20}")
+    print(f"\n{'clip':<26} {'events':>6} {'UpLAM err':>10} {'SRP-4ch err':>12} {'APGD-32ch err':>14} (deg)")
     for c in summary["clips"]:
         print(
-            f"{c['clip']:<26} {c['events']:>6} {c['uplam_peak_error_deg_median']:>16} "
-            f"{c['apgd_em32_peak_error_deg_median']:>20}"
+            f"{c['clip']:<26} {c['events']:>6} {c['uplam_peak_error_deg_median']!s:>10} "
+            f"{c['srp_bartlett_peak_error_deg_median']!s:>12} {c['apgd_em32_peak_error_deg_median']!s:>14}"
         )
-    print("(median over frames with events of the angle from the map's peak to the nearest active event)")
+    print(
+        "(median over single-source frames of the angle from the peak of the median map over the bands "
+        ">= 1 kHz to the source; tools/feature_quality.py gives the full measure)"
+    )
     print(f"\ndone in {summary['elapsed_s']} s. Outputs in {out}/:")
     print("  summary.json, maps_*.png, feature_planes.png, uplam/ (checkpoints, TensorBoard), data/")
     return 0

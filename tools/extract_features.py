@@ -1,9 +1,11 @@
 #!/usr/bin/env python
-"""Extract and cache the UpLAM acoustic features of every clip of a dataset split.
+"""Extract and cache the acoustic features of every clip of a dataset split.
 
 Reads ``<root>/mic_dev/<split>/<seq>.wav`` (4-ch tetrahedral, 24 kHz) and writes
-``<root>/features_dev/<split>/<seq>.npz`` (float16 latent T x bands x 484 plus metadata). Clips
-whose cache is current (same band layout, steering, checkpoint, sample rate and length) are
+``<root>/features_dev/<split>/<seq>.npz`` (float16 maps T x bands x 484 plus metadata): the UpLAM
+latent (``--kind uplam``, the default) or classical steered response power maps of the 4x4
+visibilities (``--kind srp --method bartlett|mvdr|music``, no checkpoint). Clips whose cache is
+current (same kind and method, band layout, steering, checkpoint, sample rate and length) are
 skipped. A bad clip is reported on one line and the others are finished; the exit code is 1 if
 any clip failed.
 """
@@ -20,7 +22,8 @@ import torch
 from tqdm import tqdm
 
 from seld_d2.acoustics.audio import AudioError
-from seld_d2.acoustics.features import FeatureExtractor, cache_path_for
+from seld_d2.acoustics.features import FEATURE_KINDS, FeatureExtractor, cache_path_for
+from seld_d2.acoustics.srp import SRP_METHODS
 from seld_d2.data.datasets import list_sequences
 from seld_d2.utils.io import WriteError, prepare_output_dir
 
@@ -29,9 +32,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--root", required=True, help="dataset root (holds mic_dev/, labels_dev/, ...)")
     p.add_argument("--split", required=True, help="split name, e.g. dev-test-sony")
+    p.add_argument("--kind", default="uplam", choices=FEATURE_KINDS, help="feature kind (default uplam)")
+    p.add_argument("--method", default="bartlett", choices=SRP_METHODS, help="SRP method (default bartlett)")
     p.add_argument("--checkpoint", default=None, help="UpLAM checkpoint (default: random init, warned)")
     p.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda (default: cpu)")
-    p.add_argument("--bands", default=None, help="band layout for a random-init model (default mel16)")
+    p.add_argument("--bands", default=None, help="band layout of srp or a random-init UpLAM (default mel16)")
     p.add_argument(
         "--steering", default=None, choices=["fixed", "per_band"], help="steering for a random-init model"
     )
@@ -72,6 +77,8 @@ def main(argv: list[str] | None = None) -> int:
         torch.set_num_threads(args.threads)
     try:
         extractor = FeatureExtractor(
+            kind=args.kind,
+            method=args.method,
             checkpoint=args.checkpoint,
             bands=args.bands,
             steering=args.steering,

@@ -6,8 +6,9 @@
     python tools/infer.py --config-file ... --checkpoint ... --wav clip.wav --frames clip_frames/ --out DIR
     python tools/infer.py ... SELD.INFER.SCORE_THRESH 0.6 SELD.INFER.EXPORTER baseline   # config overrides
 
-Per clip: acoustic features are computed when the cache is missing or stale (the UpLAM checkpoint
-of ``SELD.AUDIO.UPLAM_CHECKPOINT``), frames are batched through the model, then the detections
+Per clip: acoustic features are computed when the cache is missing or stale (the kind of
+``SELD.AUDIO.FEATURE_KIND``: the UpLAM of ``SELD.AUDIO.UPLAM_CHECKPOINT``, or the classical ``srp``
+maps), frames are batched through the model, then the detections
 go through the score thresholds, class-wise NMS, the tracker and the exporter (SPEC §8,
 ``SELD.INFER``), and ``<out>/<seq>.json`` is written atomically. Files that would exceed
 ``SELD.INFER.MAX_FILE_MB`` are thinned until they fit (and the tool says so). A bad clip is

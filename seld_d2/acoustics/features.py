@@ -1,10 +1,15 @@
-"""Acoustic features for the detector: 4-ch wav -> UpLAM latent (T, B, 484), a per-clip cache,
-and the gather of the latent onto the 360x180 canvas (SPEC §3 "Equirectangular features").
+"""Acoustic features for the detector: 4-ch wav -> per-band maps over the grid (T, B, 484), a
+per-clip cache, and the gather of the maps onto the 360x180 canvas (SPEC §3 "Equirectangular
+features").
 
-The cache holds the latent as float16 with the metadata that produced it (band layout, steering,
-UpLAM checkpoint hash, sample rate, frame and sample counts, cache version); a cached file is used
-only when every field matches what recomputing would use, so changing the layout or checkpoint
-silently never mixes features.
+Two kinds of maps (``FeatureExtractor(kind=...)``): ``uplam``, the latent of a (trained) UpLAM,
+and ``srp``, classical steered response power of the 4x4 visibilities (``seld_d2.acoustics.srp``:
+Bartlett, MVDR or MUSIC, one steering operator per band), the untrained baseline.
+
+The cache holds the maps as float16 with the metadata that produced them (feature kind and SRP
+method, band layout, steering, UpLAM checkpoint hash, sample rate, frame and sample counts, cache
+version); a cached file is used only when every field matches what recomputing would use, so
+changing the kind, layout or checkpoint silently never mixes features.
 """
 
 from __future__ import annotations
@@ -21,13 +26,15 @@ import torch
 from ..utils.io import atomic_open
 from .audio import SAMPLE_RATE, AudioError, WavInfo, check_wav, read_wav
 from .geometry import CANVAS_HEIGHT, CANVAS_WIDTH, canvas_nearest_index, fibonacci_grid
+from .srp import SRP_METHODS, SteeredResponsePower
 from .uplam import UpLAM, checkpoint_hash
-from .visibility import BandSpec, band_name, visibilities
+from .visibility import BandSpec, band_centres, band_name, visibilities
 
 logger = logging.getLogger(__name__)
 
-CACHE_VERSION = 1
+CACHE_VERSION = 2  # 2: the metadata names the feature kind (version-1 files are UpLAM latents)
 CACHE_SUFFIX = ".npz"
+FEATURE_KINDS = ("uplam", "srp")
 
 
 def latent_to_canvas(latent: np.ndarray | torch.Tensor, index: np.ndarray | torch.Tensor):
@@ -43,16 +50,20 @@ def latent_to_canvas(latent: np.ndarray | torch.Tensor, index: np.ndarray | torc
 
 
 class FeatureExtractor:
-    """UpLAM features of 4-channel tetrahedral audio, batched, on CPU or GPU, with a file cache.
+    """Acoustic maps of 4-channel tetrahedral audio, batched, on CPU or GPU, with a file cache.
 
     Args:
+        kind: ``uplam`` (the latent of UpLAM) or ``srp`` (classical steered response power of the
+            4x4 visibilities, no training; ``method`` picks ``bartlett``, ``mvdr`` or ``music``).
         checkpoint: UpLAM checkpoint written by ``tools/train_uplam.py``; its band layout and
             steering are used. Without one the model is randomly initialised (seeded), which is
-            only useful for plumbing tests; a loud warning says so.
+            only useful for plumbing tests; a loud warning says so. Not for ``srp``.
         bands, steering: layout and steering of a randomly initialised model (ignored, and
-            checked for consistency, when a checkpoint is given).
+            checked for consistency, when a checkpoint is given); ``srp`` takes ``bands`` and is
+            always steered per band.
+        method: SRP method (``srp`` only).
         device: torch device for the model.
-        batch_size: frames per model call.
+        batch_size: frames per model (or SRP) call.
         dtype: model precision (float32 is the fast path; see ``tools/uplam_precision.py``).
         seed: seed of the random initialisation.
     """
@@ -66,9 +77,37 @@ class FeatureExtractor:
         batch_size: int = 256,
         dtype: torch.dtype = torch.float32,
         seed: int = 0,
+        kind: str = "uplam",
+        method: str = "bartlett",
     ):
+        if kind not in FEATURE_KINDS:
+            raise ValueError(f"unknown feature kind {kind!r}; use one of {FEATURE_KINDS}")
+        self.kind = kind
         self.device = torch.device(device)
         self.batch_size = int(batch_size)
+        self.model: UpLAM | None = None
+        self.srp: SteeredResponsePower | None = None
+        self.method: str | None = None
+        self._canvas_index: np.ndarray | None = None
+        if kind == "srp":
+            if checkpoint is not None:
+                raise ValueError("a UpLAM checkpoint was given for srp features (they need none)")
+            if steering not in (None, "per_band"):
+                raise ValueError(f"srp features are steered per band, not {steering!r}")
+            if method not in SRP_METHODS:
+                raise ValueError(f"unknown SRP method {method!r}; use one of {SRP_METHODS}")
+            layout = bands or "mel16"
+            self.srp = SteeredResponsePower(layout, method)
+            self.method, self.band_name, self.steering = method, band_name(layout), "per_band"
+            self.checkpoint_id = None
+            self.bands = band_centres(layout)
+            self.num_bands, self.num_directions = len(self.bands), self.srp.num_directions
+        else:
+            self._init_uplam(checkpoint, bands, steering, dtype, seed)
+
+    def _init_uplam(
+        self, checkpoint: str | os.PathLike | None, bands: BandSpec | None, steering: str | None, dtype, seed
+    ) -> None:
         if checkpoint is not None:
             if not os.path.isfile(checkpoint):
                 raise FileNotFoundError(f"{checkpoint}: UpLAM checkpoint not found")
@@ -92,18 +131,27 @@ class FeatureExtractor:
             logger.warning(
                 "\n" + "!" * 78 + "\n!! No UpLAM checkpoint given: features come from a RANDOMLY "
                 "INITIALISED UpLAM\n!! (seed %d). They carry little spatial information; train one "
-                "with tools/train_uplam.py.\n" + "!" * 78,
+                "with tools/train_uplam.py,\n!! or use the classical maps (kind srp).\n" + "!" * 78,
                 seed,
             )
         self.bands = self.model.band_centres
-        self.num_bands = self.model.num_bands
-        self._canvas_index: np.ndarray | None = None
+        self.band_name, self.steering = self.model.band_name, self.model.steering
+        self.num_bands, self.num_directions = self.model.num_bands, int(self.model.lam.tau.shape[-1])
 
     @classmethod
     def from_config(cls, cfg, device: str | torch.device | None = None) -> FeatureExtractor:
         """Build from a config prepared by ``seld_d2.config.add_seld_config``."""
         a = cfg.SELD.AUDIO
+        if a.FEATURE_KIND == "srp":  # UPLAM_CHECKPOINT and STEERING do not apply
+            return cls(
+                kind="srp",
+                method=a.SRP_METHOD,
+                bands=a.BANDS,
+                device=device or cfg.MODEL.DEVICE,
+                batch_size=a.FEATURE_BATCH_SIZE,
+            )
         return cls(
+            kind=a.FEATURE_KIND,
             checkpoint=a.UPLAM_CHECKPOINT or None,
             bands=None if a.UPLAM_CHECKPOINT else a.BANDS,
             steering=None if a.UPLAM_CHECKPOINT else a.STEERING,
@@ -126,8 +174,12 @@ class FeatureExtractor:
 
     @torch.inference_mode()
     def latent_from_visibilities(self, S: np.ndarray) -> np.ndarray:
-        """complex (T, B, 4, 4) visibilities -> float32 latent (T, B, 484), in batches."""
-        out = np.empty((S.shape[0], self.num_bands, self.model.lam.tau.shape[-1]), dtype=np.float32)
+        """complex (T, B, 4, 4) visibilities -> float32 maps (T, B, 484), in batches."""
+        out = np.empty((S.shape[0], self.num_bands, self.num_directions), dtype=np.float32)
+        if self.srp is not None:
+            for start in range(0, S.shape[0], self.batch_size):
+                out[start : start + self.batch_size] = self.srp(S[start : start + self.batch_size])
+            return out
         for start in range(0, S.shape[0], self.batch_size):
             chunk = torch.from_numpy(np.ascontiguousarray(S[start : start + self.batch_size]))
             x = self.model.latent(chunk.to(self.device))
@@ -147,14 +199,16 @@ class FeatureExtractor:
         """Everything that determines a clip's features; a cache entry is valid iff it matches."""
         return {
             "version": CACHE_VERSION,
-            "bands": self.model.band_name,
-            "band_centres": [round(f, 3) for f in self.bands],
-            "steering": self.model.steering,
+            "kind": self.kind,
+            "method": self.method,
+            "bands": self.band_name,
+            "band_centres": [round(float(f), 3) for f in self.bands],
+            "steering": self.steering,
             "checkpoint": self.checkpoint_id,
             "sample_rate": info.sample_rate,
             "num_samples": info.num_samples,
             "num_frames": info.num_frames,
-            "grid_size": int(self.model.lam.tau.shape[-1]),
+            "grid_size": self.num_directions,
         }
 
     def is_cached(self, wav_path: str | os.PathLike, cache_path: str | os.PathLike) -> bool:
@@ -211,10 +265,24 @@ def read_cache_metadata(path: str | os.PathLike) -> dict[str, Any] | None:
         return None
 
 
+def cache_kind(meta: dict[str, Any] | None) -> str | None:
+    """The feature kind a cache file's metadata names (version-1 files, which predate the field,
+    hold UpLAM latents); None for a missing or unreadable file."""
+    if meta is None:
+        return None
+    return str(meta.get("kind", "uplam"))
+
+
 def load_cached_latent(path: str | os.PathLike) -> np.ndarray:
     """The cached latent as float32 (T, B, N)."""
     with np.load(path, allow_pickle=False) as z:
         return z["latent"].astype(np.float32)
+
+
+def load_cache(path: str | os.PathLike) -> tuple[np.ndarray, dict[str, Any]]:
+    """The cached maps as float32 (T, B, N) and their metadata, from one read of the file."""
+    with np.load(path, allow_pickle=False) as z:
+        return z["latent"].astype(np.float32), json.loads(str(z["meta"]))
 
 
 def cache_path_for(cache_dir: str | os.PathLike, wav_path: str | os.PathLike) -> Path:
@@ -223,10 +291,13 @@ def cache_path_for(cache_dir: str | os.PathLike, wav_path: str | os.PathLike) ->
 
 
 __all__ = [
+    "FEATURE_KINDS",
     "AudioError",
     "FeatureExtractor",
+    "cache_kind",
     "cache_path_for",
     "latent_to_canvas",
+    "load_cache",
     "load_cached_latent",
     "read_cache_metadata",
     "write_cache",

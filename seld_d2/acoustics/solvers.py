@@ -23,6 +23,26 @@ import numpy as np
 DEFAULT_GAMMA = 0.5
 
 
+def hermitian_coordinates(S: np.ndarray) -> np.ndarray:
+    """Real coordinates of Hermitian matrices (..., M, M): the diagonal, then the real and the
+    imaginary parts of the strict upper triangle (row-major), real (..., M^2)."""
+    iu, ju = np.triu_indices(S.shape[-1], k=1)
+    upper = S[..., iu, ju]
+    return np.concatenate([np.real(np.diagonal(S, axis1=-2, axis2=-1)), upper.real, upper.imag], axis=-1)
+
+
+def steered_power_kernel(A: np.ndarray) -> np.ndarray:
+    """Real (..., M^2, N) kernel K with ``hermitian_coordinates(S) @ K = Re diag(A^H S A)``.
+
+    For Hermitian S, ``Re(a_n^H S a_n) = sum_m S_mm |A_mn|^2 + 2 sum_{m<k} (Re S_mk Re(conj A_mn
+    A_kn) - Im S_mk Im(conj A_mn A_kn))``, so the quadratic form over every direction is one real
+    GEMM. ``A`` is complex (..., M, N).
+    """
+    iu, ju = np.triu_indices(A.shape[-2], k=1)
+    pairs = A.conj()[..., iu, :] * A[..., ju, :]  # (..., M(M-1)/2, N)
+    return np.concatenate([np.abs(A) ** 2, 2.0 * pairs.real, -2.0 * pairs.imag], axis=-2)
+
+
 class GramOperator:
     """Precomputed quantities of a steering operator shared by all solvers.
 
@@ -40,14 +60,7 @@ class GramOperator:
         self.per_band = A.ndim == 3
         self.lam_max = np.linalg.eigvalsh(self.G)[..., -1]  # () or (B,)
         self._eig: tuple[np.ndarray, np.ndarray] | None = None
-        # Back-projection as one real GEMM: for Hermitian S, Re(a_n^H S a_n) =
-        # sum_m S_mm |A_mn|^2 + 2 sum_{m<k} (Re S_mk Re(conj A_mn A_kn) - Im S_mk Im(conj A_mn A_kn)).
-        M = self.A.shape[-2]
-        self._iu, self._ju = np.triu_indices(M, k=1)
-        pairs = self.A.conj()[..., self._iu, :] * self.A[..., self._ju, :]  # (..., M(M-1)/2, N)
-        self._backproject_kernel = np.concatenate(
-            [np.abs(self.A) ** 2, 2.0 * pairs.real, -2.0 * pairs.imag], axis=-2
-        )  # (..., M^2, N)
+        self._backproject_kernel = steered_power_kernel(self.A)  # (..., M^2, N)
 
     @property
     def num_directions(self) -> int:
@@ -84,9 +97,7 @@ class GramOperator:
 
     def backproject(self, S: np.ndarray) -> np.ndarray:
         """b = Re diag(A^H S A) of Hermitian S, (..., [B,] N) (the steered response power)."""
-        upper = S[..., self._iu, self._ju]
-        feats = np.concatenate([np.real(np.diagonal(S, axis1=-2, axis2=-1)), upper.real, upper.imag], axis=-1)
-        return self._per_problem(feats, self._backproject_kernel)
+        return self._per_problem(hermitian_coordinates(S), self._backproject_kernel)
 
     def forward(self, x: np.ndarray) -> np.ndarray:
         """A diag(x) A^H without forming diag(x), complex (..., [B,] M, M)."""

@@ -456,6 +456,18 @@ def max_normalise(maps: np.ndarray) -> np.ndarray:
     return np.where(top > 0, maps / np.where(top > 0, top, 1.0), 0.0)
 
 
+def map_differences(latent: np.ndarray, reference: np.ndarray) -> dict[str, np.ndarray]:
+    """Mean squared (``mse``) and mean absolute (``mad``) difference over directions of
+    max-normalised maps, per map: (..., N) inputs -> (...) each."""
+    diff = max_normalise(latent) - max_normalise(reference)
+    return {"mse": np.mean(diff**2, axis=-1), "mad": np.mean(np.abs(diff), axis=-1)}
+
+
+def psnr_db(mse: np.ndarray) -> np.ndarray:
+    """Peak SNR ``10 log10(1 / MSE)`` of max-normalised maps (peak 1), in dB."""
+    return 10.0 * np.log10(1.0 / np.maximum(mse, 1e-12))
+
+
 def map_agreement(latent: np.ndarray, reference: np.ndarray) -> dict[str, np.ndarray]:
     """Per-band agreement of max-normalised maps.
 
@@ -468,12 +480,8 @@ def map_agreement(latent: np.ndarray, reference: np.ndarray) -> dict[str, np.nda
     Returns:
         ``{"psnr": (B,), "mad": (B,)}``.
     """
-    diff = max_normalise(latent) - max_normalise(reference)
-    mse = np.mean(diff**2, axis=(0, 2))
-    return {
-        "psnr": 10.0 * np.log10(1.0 / np.maximum(mse, 1e-12)),
-        "mad": np.mean(np.abs(diff), axis=(0, 2)),
-    }
+    d = map_differences(latent, reference)
+    return {"psnr": psnr_db(np.mean(d["mse"], axis=0)), "mad": np.mean(d["mad"], axis=0)}
 
 
 def save_checkpoint(

@@ -25,7 +25,7 @@ from detectron2.config import configurable
 from detectron2.data import transforms as T
 from detectron2.structures import Boxes, Instances
 
-from ..acoustics.features import latent_to_canvas, load_cached_latent
+from ..acoustics.features import cache_kind, latent_to_canvas, load_cache
 from ..acoustics.geometry import canvas_nearest_index, fibonacci_grid
 from .augment import build_seld_augmentations
 from .datasets import FRAME_H, FRAME_W, DatasetError, load_frame
@@ -76,6 +76,8 @@ class SeldDatasetMapper:
         augmentations: Detectron2 augmentations applied to the 19-channel image and the maps.
         num_bands: acoustic planes expected in the feature cache.
         feature_cache_size: clips whose latent is kept in memory (per worker).
+        feature_kind: the feature kind the cache must hold (``uplam``, ``srp``; its metadata
+            says), so that a model is never fed the other kind; None accepts any.
     """
 
     @configurable
@@ -86,11 +88,13 @@ class SeldDatasetMapper:
         augmentations: list[T.Augmentation],
         num_bands: int = 16,
         feature_cache_size: int = 64,
+        feature_kind: str | None = None,
     ):
         self.is_train = is_train
         self.augmentations = T.AugmentationList(augmentations)
         self.num_bands = num_bands
         self.feature_cache_size = feature_cache_size
+        self.feature_kind = feature_kind
         self._latents: OrderedDict[str, np.ndarray] = OrderedDict()
         self._canvas_index = canvas_nearest_index(fibonacci_grid(), FRAME_W, FRAME_H)
 
@@ -101,6 +105,7 @@ class SeldDatasetMapper:
             "augmentations": build_seld_augmentations(cfg, is_train),
             "num_bands": cfg.MODEL.SELD.NUM_ACOUSTIC,
             "feature_cache_size": cfg.SELD.DATA.FEATURE_CACHE_CLIPS,
+            "feature_kind": cfg.SELD.AUDIO.FEATURE_KIND,
         }
 
     def _latent(self, feature_file: str | None) -> np.ndarray:
@@ -111,11 +116,17 @@ class SeldDatasetMapper:
             self._latents.move_to_end(feature_file)
             return self._latents[feature_file]
         try:
-            latent = load_cached_latent(feature_file)
+            latent, meta = load_cache(feature_file)
         except FileNotFoundError:
             raise FileNotFoundError(
                 f"{feature_file}: acoustic features not found (run tools/extract_features.py on this split)"
             ) from None
+        kind = cache_kind(meta)
+        if self.feature_kind is not None and kind != self.feature_kind:
+            raise ValueError(
+                f"{feature_file}: holds {kind} features, but SELD.AUDIO.FEATURE_KIND is {self.feature_kind} "
+                f"(run tools/extract_features.py --kind {self.feature_kind} on this split)"
+            )
         if latent.ndim != 3 or latent.shape[1] != self.num_bands:
             raise ValueError(
                 f"{feature_file}: features have shape {latent.shape}, expected (T, {self.num_bands}, N)"
