@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 import torch
+from conftest import plane_wave_em32  # noqa: E402
 
 from seld_d2.acoustics.geometry import (
     TETRA_CHANNELS,
@@ -26,12 +27,14 @@ from seld_d2.acoustics.uplam import (
     UpLAM,
     checkpoint_hash,
     hermitian_features,
+    interpolation_operator,
     load_checkpoint,
     map_agreement,
     max_normalise,
     mse_tv_loss,
     quadratic_operator,
     save_checkpoint,
+    srp_reconstruction_gain,
     steered_reconstruction,
     steering_operator,
 )
@@ -121,6 +124,54 @@ def test_untrained_lam_is_steered_response_power():
     assert x[n0] == pytest.approx(1.0 / 32.0, abs=1e-5)
 
 
+def test_calibrated_lam_reconstructs_a_source_better_and_keeps_its_peak():
+    A = steering_operator([1000.0, 3000.0], "per_band")  # (2, 32, 484)
+    gain = srp_reconstruction_gain(A)
+    assert np.all((gain > 0) & (gain < 1))  # the beam over-fills the reconstruction
+    n0 = 200
+    a = A[:, :, n0]
+    S = torch.from_numpy(a[:, :, None] * a[:, None, :].conj() / 32.0)[None]  # (1, 2, 32, 32)
+    errors = {}
+    for calibrate in (False, True):
+        lam = LAM(A, dtype=torch.float64, calibrate=calibrate)
+        with torch.no_grad():
+            S_hat, x = lam(S)
+        assert x[0].argmax(-1).tolist() == [n0, n0]
+        errors[calibrate] = ((S_hat - S).abs() ** 2).sum((-2, -1))[0]
+        # The gain is the least-squares scale of the map: no other scale reconstructs better.
+        for scale in (0.9, 1.1):
+            worse = steered_reconstruction(lam.A, x * scale) - S
+            assert (
+                torch.all((worse.abs() ** 2).sum((-2, -1))[0] >= errors[calibrate] - 1e-12) or not calibrate
+            )
+    assert torch.all(errors[True] < errors[False])
+
+
+def test_interpolation_prior_maps_tetrahedral_to_em32_visibilities():
+    """A plane wave's 4-channel visibilities, interpolated, approximate its em32 ones below the
+    array's aliasing frequency, and the untrained ``interpolation`` UpLAM upsamples to exactly
+    that (its CDBPN correction starts at zero)."""
+    bands = [500.0, 1000.0, 2000.0]
+    T = interpolation_operator(bands)
+    assert T.shape == (3, 32, 4)
+    audio = plane_wave_em32(40, 20, seconds=0.3)
+    S4, S32 = frame_pairs(audio, bands)
+    P = torch.from_numpy(T) @ S4 @ torch.from_numpy(T).conj().transpose(-1, -2)
+    rel = ((P - S32).abs() ** 2).sum((-2, -1)) / (S32.abs() ** 2).sum((-2, -1))
+    assert torch.all(rel < 0.35), rel
+    torch.manual_seed(0)
+    model = UpLAM(bands, steering="per_band", prior="interpolation", calibrate=True, dtype=torch.float64)
+    with torch.no_grad():
+        torch.testing.assert_close(model.upsample(S4), P, rtol=1e-12, atol=1e-12)
+        latent = model.latent(S4)
+    peak = fibonacci_grid()[latent.mean(0).argmax(-1).numpy()]
+    err = np.degrees(np.arccos(np.clip(peak @ azel_to_unit(40, 20), -1, 1)))
+    assert np.all(err < 10), err
+    assert model.config["prior"] == "interpolation" and model.config["calibrate"] is True
+    with pytest.raises(ValueError, match="unknown prior"):
+        UpLAM(bands, prior="nearest")
+
+
 # --------------------------------------------------------------------------------------------
 # UpLAM module
 # --------------------------------------------------------------------------------------------
@@ -206,9 +257,11 @@ def test_training_steps_reduce_loss():
 
 def test_checkpoint_round_trip(tmp_path):
     torch.manual_seed(0)
-    model = UpLAM(bands="linear9", steering="per_band")
+    model = UpLAM(bands="linear9", steering="per_band", prior="interpolation", calibrate=True)
     with torch.no_grad():
         model.lam.tau.add_(0.01)
+        for p in model.cdbpn.parameters():  # the prior zeroes the CDBPN's tails: make them count
+            p.add_(0.01)
     opt = torch.optim.Adam(model.parameters())
     path = tmp_path / "model.pth"
     save_checkpoint(path, model, opt, epoch=3, best_val_loss=0.5)
