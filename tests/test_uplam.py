@@ -138,12 +138,11 @@ def test_calibrated_lam_reconstructs_a_source_better_and_keeps_its_peak():
             S_hat, x = lam(S)
         assert x[0].argmax(-1).tolist() == [n0, n0]
         errors[calibrate] = ((S_hat - S).abs() ** 2).sum((-2, -1))[0]
-        # The gain is the least-squares scale of the map: no other scale reconstructs better.
-        for scale in (0.9, 1.1):
-            worse = steered_reconstruction(lam.A, x * scale) - S
-            assert (
-                torch.all((worse.abs() ** 2).sum((-2, -1))[0] >= errors[calibrate] - 1e-12) or not calibrate
-            )
+    # The gain is the least-squares scale of the maps (pooled over directions, which the grid
+    # makes nearly alike): 10 % more or less reconstructs worse.
+    for scale in (0.9, 1.1):
+        worse = ((steered_reconstruction(lam.A, x * scale) - S).abs() ** 2).sum((-2, -1))[0]
+        assert torch.all(worse > errors[True])
     assert torch.all(errors[True] < errors[False])
 
 
