@@ -177,3 +177,13 @@ def test_synthesize_checks_out_and_removes_stale_temps(tmp_path, capsys):
     os.utime(stale, (time.time() - 3600, time.time() - 3600))
     assert synthesize.main(["--out", str(tmp_path), *argv]) == 0
     assert not stale.exists() and temps(stale.parent) == []
+
+
+@pytest.mark.parametrize("pid", [7, 22399, 1234567])
+def test_temp_names_parse_whatever_the_pid_length(pid):
+    """``pid22399`` is 8 characters, like the random part: the name must not swallow the random
+    part and take the pid for it (the temp of a killed run was then never matched by name)."""
+    m = IO._TEMP.match(f".submission_infer_summary.json.abcdefgh.pid{pid}.tmp")
+    assert m["name"] == "submission_infer_summary.json" and m["pid"] == str(pid)
+    legacy = IO._TEMP.match(".model_0000011.pth.k2j3h4g5.tmp")
+    assert legacy["name"] == "model_0000011.pth" and legacy["pid"] is None

@@ -19,7 +19,7 @@ logger = logging.getLogger(__name__)
 
 # atomic_open's temporary files: ".<name>.<8 random chars>.pid<writer pid>.tmp"; files of older
 # versions have no ".pid<N>" part.
-_TEMP = re.compile(r"^\.(?P<name>.+)\.[a-z0-9_]{8}(?:\.pid(?P<pid>\d+))?\.tmp$")
+_TEMP = re.compile(r"^\.(?P<name>.+?)\.[a-z0-9_]{8}(?:\.pid(?P<pid>\d+))?\.tmp$")
 
 
 class WriteError(OSError):
