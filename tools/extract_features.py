@@ -28,9 +28,18 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--root", required=True, help="dataset root (holds mic_dev/, labels_dev/, ...)")
     p.add_argument("--split", required=True, help="split name, e.g. dev-test-sony")
-    p.add_argument("--checkpoint", default=None, help="UpLAM checkpoint (default: random init, warned)")
+    p.add_argument(
+        "--checkpoint",
+        default=None,
+        help="UpLAM checkpoint: tools/train_uplam.py's, or the official baseline's UpLAM.pth "
+        "(default: random init, warned)",
+    )
     p.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda (default: cpu)")
-    p.add_argument("--bands", default=None, help="band layout for a random-init model (default mel16)")
+    p.add_argument(
+        "--bands",
+        default=None,
+        help="band layout for a random-init model (default mel16) or a baseline-format checkpoint",
+    )
     p.add_argument(
         "--steering", default=None, choices=["fixed", "per_band"], help="steering for a random-init model"
     )
