@@ -188,3 +188,9 @@ def test_bad_inputs_are_one_line(tmp_path, capsys):
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1 and name in err[0] and problem in err[0], err
     assert not (tmp_path / "out.pth").exists()
+
+
+def test_help():
+    with pytest.raises(SystemExit) as exit_:
+        tool.main(["--help"])
+    assert exit_.value.code == 0
