@@ -30,7 +30,9 @@ def add_seld_config(cfg: CN) -> CN:
     # Steering operator of UpLAM/APGD: "fixed" (one wavelength, 4833 Hz, as the reference) or
     # "per_band" (each band steered at its centre). Ignored when UPLAM_CHECKPOINT is set.
     cfg.SELD.AUDIO.STEERING = "fixed"
-    # UpLAM checkpoint (from tools/train_uplam.py). Empty: randomly initialised UpLAM (warned).
+    # UpLAM checkpoint: from tools/train_uplam.py, or the official baseline's UpLAM.pth as
+    # released (recognised by its keys: linear9, fixed steering). Empty: randomly initialised
+    # UpLAM (warned).
     cfg.SELD.AUDIO.UPLAM_CHECKPOINT = ""
     # Seed of the random UpLAM initialisation used when no checkpoint is given.
     cfg.SELD.AUDIO.RANDOM_INIT_SEED = 0

@@ -34,9 +34,18 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--split", required=True, help="split name, e.g. dev-test-sony")
     p.add_argument("--kind", default="uplam", choices=FEATURE_KINDS, help="feature kind (default uplam)")
     p.add_argument("--method", default="bartlett", choices=SRP_METHODS, help="SRP method (default bartlett)")
-    p.add_argument("--checkpoint", default=None, help="UpLAM checkpoint (default: random init, warned)")
+    p.add_argument(
+        "--checkpoint",
+        default=None,
+        help="UpLAM checkpoint: tools/train_uplam.py's, or the official baseline's UpLAM.pth "
+        "(default: random init, warned)",
+    )
     p.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda (default: cpu)")
-    p.add_argument("--bands", default=None, help="band layout of srp or a random-init UpLAM (default mel16)")
+    p.add_argument(
+        "--bands",
+        default=None,
+        help="band layout for a random-init model (default mel16) or a baseline-format checkpoint",
+    )
     p.add_argument(
         "--steering", default=None, choices=["fixed", "per_band"], help="steering for a random-init model"
     )

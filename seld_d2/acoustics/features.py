@@ -55,12 +55,14 @@ class FeatureExtractor:
     Args:
         kind: ``uplam`` (the latent of UpLAM) or ``srp`` (classical steered response power of the
             4x4 visibilities, no training; ``method`` picks ``bartlett``, ``mvdr`` or ``music``).
-        checkpoint: UpLAM checkpoint written by ``tools/train_uplam.py``; its band layout and
-            steering are used. Without one the model is randomly initialised (seeded), which is
-            only useful for plumbing tests; a loud warning says so. Not for ``srp``.
-        bands, steering: layout and steering of a randomly initialised model (ignored, and
-            checked for consistency, when a checkpoint is given); ``srp`` takes ``bands`` and is
-            always steered per band.
+        checkpoint: UpLAM checkpoint written by ``tools/train_uplam.py``, or the official
+            baseline's ``UpLAM.pth`` (recognised by its keys); its band layout and steering are
+            used. Without one the model is randomly initialised (seeded), which is only useful
+            for plumbing tests; a loud warning says so. Not for ``srp``.
+        bands, steering: layout and steering of a randomly initialised model (checked for
+            consistency when a checkpoint is given; ``bands`` names the layout of a baseline-format
+            checkpoint, which records none: default the baseline's linear one for its band count);
+            ``srp`` takes ``bands`` and is always steered per band.
         method: SRP method (``srp`` only).
         device: torch device for the model.
         batch_size: frames per model (or SRP) call.
@@ -111,7 +113,7 @@ class FeatureExtractor:
         if checkpoint is not None:
             if not os.path.isfile(checkpoint):
                 raise FileNotFoundError(f"{checkpoint}: UpLAM checkpoint not found")
-            self.model = UpLAM.from_checkpoint(checkpoint, map_location=self.device, dtype=dtype)
+            self.model = UpLAM.from_checkpoint(checkpoint, map_location=self.device, dtype=dtype, bands=bands)
             self.checkpoint_id = checkpoint_hash(checkpoint)
             if bands is not None and band_name(bands) != self.model.band_name:
                 raise ValueError(

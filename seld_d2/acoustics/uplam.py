@@ -34,6 +34,7 @@ from .visibility import BandSpec, band_centres, band_name
 
 STEERING_MODES = ("fixed", "per_band")
 PRIORS = ("none", "interpolation")
+HERMITIAN_MODES = ("mean", "lower")
 DENOISER_KERNELS = (3, 5, 7, 9)
 
 
@@ -44,6 +45,17 @@ def _complex_dtype(real: torch.dtype) -> torch.dtype:
 def _hermitian_part(re: Tensor, im: Tensor) -> tuple[Tensor, Tensor]:
     """(S + S^H) / 2 of S = re + j im, on the real and imaginary parts separately."""
     return 0.5 * (re + re.transpose(-1, -2)), 0.5 * (im - im.transpose(-1, -2))
+
+
+def _hermitian_lower(re: Tensor, im: Tensor) -> tuple[Tensor, Tensor]:
+    """The Hermitian matrix with S's lower triangle and real diagonal: what ``torch.linalg.eigh``
+    reads of a non-Hermitian S, and so what the official baseline's LAM images."""
+    low_re, low_im = torch.tril(re, -1), torch.tril(im, -1)
+    diag = torch.diag_embed(re.diagonal(dim1=-2, dim2=-1))
+    return low_re + low_re.transpose(-1, -2) + diag, low_im - low_im.transpose(-1, -2)
+
+
+_HERMITIAN = {"mean": _hermitian_part, "lower": _hermitian_lower}
 
 
 def steering_operator(bands: BandSpec = "mel16", steering: str = "fixed") -> np.ndarray:
@@ -181,24 +193,29 @@ class CDBPN(nn.Module):
     """Complex deep back-projection network: upsamples band visibilities from 4x4 to 32x32.
 
     Real and imaginary parts go through separate real-valued paths; the result is made Hermitian
-    by ``(S + S^H) / 2``.
+    by ``(S + S^H) / 2`` (``hermitian="mean"``) or from its lower triangle (``"lower"``, the
+    official baseline's: its CDBPN output is not Hermitian and ``eigh`` reads the lower triangle).
 
     Args:
         bands: number of frequency bands B (the convolution channels).
         features: width of the 3x3 head convolution.
         base: width of the back-projection stages.
+        hermitian: ``mean`` or ``lower``.
     """
 
-    def __init__(self, bands: int, features: int = 128, base: int = 32):
+    def __init__(self, bands: int, features: int = 128, base: int = 32, hermitian: str = "mean"):
         super().__init__()
+        if hermitian not in HERMITIAN_MODES:
+            raise ValueError(f"unknown hermitian mode {hermitian!r}; use one of {HERMITIAN_MODES}")
         self.bands = bands
+        self.hermitian = hermitian
         self.real_path = _BackProjectionPath(bands, features, base)
         self.imag_path = _BackProjectionPath(bands, features, base)
 
     def forward_parts(self, re: Tensor, im: Tensor) -> tuple[Tensor, Tensor]:
         """Real-arithmetic forward: real and imaginary parts (batch, B, 4, 4) -> Hermitian
         (batch, B, 32, 32) real and imaginary parts."""
-        return _hermitian_part(self.real_path(re), self.imag_path(im))
+        return _HERMITIAN[self.hermitian](self.real_path(re), self.imag_path(im))
 
     def forward(self, S4: Tensor) -> Tensor:
         """complex (batch, B, 4, 4) -> Hermitian complex (batch, B, 32, 32)."""
@@ -388,6 +405,8 @@ class UpLAM(nn.Module):
             CDBPN learns a correction to :func:`interpolation_operator`'s ``T S4 T^H`` (its last
             convolutions start at zero, so the untrained upsampling is the prior).
         calibrate: LAM's ``calibrate`` (see :class:`LAM`).
+        hermitian: how the CDBPN output is made Hermitian (:class:`CDBPN`): ``mean`` (this
+            project's) or ``lower`` (the official baseline's, set when loading its checkpoint).
     """
 
     def __init__(
@@ -397,6 +416,7 @@ class UpLAM(nn.Module):
         dtype: torch.dtype = torch.float32,
         prior: str = "none",
         calibrate: bool = False,
+        hermitian: str = "mean",
     ):
         super().__init__()
         if prior not in PRIORS:
@@ -408,7 +428,7 @@ class UpLAM(nn.Module):
         self.num_bands = len(centres)
         self.prior = prior
         self.calibrate = calibrate
-        self.cdbpn = CDBPN(self.num_bands)
+        self.cdbpn = CDBPN(self.num_bands, hermitian=hermitian)
         self.lam = LAM(
             steering_operator(centres, steering), bands=self.num_bands, dtype=dtype, calibrate=calibrate
         )
@@ -433,6 +453,7 @@ class UpLAM(nn.Module):
             "steering": self.steering,
             "prior": self.prior,
             "calibrate": self.calibrate,
+            "hermitian": self.cdbpn.hermitian,
         }
 
     @property
@@ -484,9 +505,15 @@ class UpLAM(nn.Module):
         path: str | os.PathLike,
         map_location: str | torch.device = "cpu",
         dtype: torch.dtype = torch.float32,
+        bands: BandSpec | None = None,
     ) -> UpLAM:
-        """Rebuild a model from a :func:`save_checkpoint` file (in eval mode)."""
+        """Rebuild a model (in eval mode) from a :func:`save_checkpoint` file or from the official
+        baseline's format (its ``UpLAM.pth``, recognised by its keys; see
+        :func:`from_baseline_state_dict`, to which ``bands`` goes; ignored otherwise)."""
         ckpt = load_checkpoint(path, map_location)
+        if checkpoint_format(ckpt, path) == "baseline":
+            sd = baseline_state_dict(ckpt)
+            return from_baseline_state_dict(sd, bands, dtype, source=path).to(map_location).eval()
         cfg = ckpt["config"]
         model = cls(
             bands=cfg["bands"],
@@ -494,6 +521,7 @@ class UpLAM(nn.Module):
             dtype=dtype,
             prior=cfg.get("prior", "none"),
             calibrate=cfg.get("calibrate", False),
+            hermitian=cfg.get("hermitian", "mean"),
         )
         model.band_name = cfg.get("band_name", model.band_name)
         model.load_state_dict(ckpt["model"])
@@ -588,8 +616,18 @@ def save_checkpoint(
 
 
 def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict[str, Any]:
-    """The dict written by :func:`save_checkpoint`."""
-    return torch.load(path, map_location=map_location, weights_only=True)
+    """The dict written by :func:`save_checkpoint` (or any dict of tensors: a baseline-format
+    state dict loads too); a file torch cannot read raises one ``ValueError`` line naming it."""
+    try:
+        ckpt = torch.load(path, map_location=map_location, weights_only=True)
+    except FileNotFoundError:
+        raise
+    except Exception as err:
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise ValueError(f"{path}: not a readable torch checkpoint ({first})") from None
+    if not isinstance(ckpt, dict):
+        raise ValueError(f"{path}: not an UpLAM checkpoint (a {type(ckpt).__name__}, not a dict)")
+    return ckpt
 
 
 def checkpoint_hash(path: str | os.PathLike) -> str:
@@ -599,3 +637,189 @@ def checkpoint_hash(path: str | os.PathLike) -> str:
         for chunk in iter(lambda: f.read(1 << 20), b""):
             h.update(chunk)
     return h.hexdigest()[:16]
+
+
+# --------------------------------------------------------------------------------------------
+# The official DCASE2026 Task 3 baseline's checkpoint format
+# --------------------------------------------------------------------------------------------
+
+# The baseline's UpLAM.pth is a plain float64 state dict of its UpLAM (module names of its
+# lam_model.py, complex128 ``lam.D``); its numerics are this module's with hermitian="lower" and
+# the fixed steering. Layer of a back-projection unit -> the baseline's (each baseline layer's
+# PReLU ``<block>.act`` is this project's ``act_<up|down|error>`` of the same layer).
+_BASELINE_UNIT = {
+    "up": {"up": "up_conv1.deconv", "down": "up_conv2.conv", "up_error": "up_conv3.deconv"},
+    "down": {"down": "down_conv1.conv", "up": "down_conv2.deconv", "down_error": "down_conv3.conv"},
+}
+BASELINE_MARKER = "cdbpn.feat0_rel.conv.weight"
+
+
+def baseline_key_map() -> dict[str, str]:
+    """Baseline state-dict key -> this project's key, in the baseline's order (its modules'
+    registration order), for every tensor but ``lam.D`` (this project's ``lam.D_real`` and
+    ``lam.D_imag``; it follows ``lam.tau``): 79 of the baseline's 80 tensors."""
+    keys: dict[str, str] = {}
+    sides = (("rel", "cdbpn.real_path"), ("imag", "cdbpn.imag_path"))
+    for k, block in enumerate(("feat0", "feat1")):
+        for side, p in sides:
+            keys[f"cdbpn.{block}_{side}.conv.weight"] = f"{p}.head.{2 * k}.weight"
+            keys[f"cdbpn.{block}_{side}.conv.bias"] = f"{p}.head.{2 * k}.bias"
+            keys[f"cdbpn.{block}_{side}.act.weight"] = f"{p}.head.{2 * k + 1}.weight"
+    for stage, kind in (("up1", "up"), ("down1", "down"), ("up2", "up")):
+        for side, p in sides:
+            for ours, theirs in _BASELINE_UNIT[kind].items():
+                act = "act_error" if ours.endswith("_error") else f"act_{ours}"
+                layer = theirs.split(".")[0]
+                for sfx in ("weight", "bias"):
+                    keys[f"cdbpn.{stage}_{side}.{theirs}.{sfx}"] = f"{p}.{stage}.{ours}.{sfx}"
+                keys[f"cdbpn.{stage}_{side}.{layer}.act.weight"] = f"{p}.{stage}.{act}.weight"
+    for side, p in sides:
+        keys[f"cdbpn.output_conv_{side}.conv.weight"] = f"{p}.tail.weight"
+        keys[f"cdbpn.output_conv_{side}.conv.bias"] = f"{p}.tail.bias"
+    keys["lam.tau"] = "lam.tau"
+    for k in range(len(DENOISER_KERNELS)):
+        for sfx in ("weight", "bias"):
+            keys[f"lam.denoise{k + 1}.{sfx}"] = f"lam.denoisers.{k}.{sfx}"
+    return keys
+
+
+def checkpoint_format(ckpt: dict[str, Any], source: str | os.PathLike = "checkpoint") -> str:
+    """``"project"`` (:func:`save_checkpoint`: ``model`` and ``config``) or ``"baseline"`` (the
+    baseline's plain state dict, or its training ``.tar`` dict holding one under ``model``);
+    anything else raises one ``ValueError`` line naming ``source``."""
+    if "config" in ckpt and isinstance(ckpt.get("model"), dict):
+        return "project"
+    try:
+        baseline_state_dict(ckpt)
+        return "baseline"
+    except KeyError:
+        pass
+    shown = ", ".join(sorted(map(str, ckpt))[:6])
+    raise ValueError(
+        f"{source}: not an UpLAM checkpoint: neither seld_d2's ({{'model', 'config'}}) nor the "
+        f"official baseline's state dict ({BASELINE_MARKER}, ...); its keys: {shown}"
+    )
+
+
+def baseline_state_dict(ckpt: dict[str, Any]) -> dict[str, Tensor]:
+    """The baseline state dict in a loaded baseline-format file (``module.`` prefixes of a
+    DataParallel save removed); ``KeyError`` if it holds none."""
+    sd = ckpt.get("model", ckpt) if isinstance(ckpt.get("model"), dict) else ckpt
+    if any(k.startswith("module.") for k in sd):
+        sd = {k.removeprefix("module."): v for k, v in sd.items()}
+    if BASELINE_MARKER not in sd or "lam.D" not in sd:
+        raise KeyError(BASELINE_MARKER)
+    return sd
+
+
+def baseline_band_centres(num_bands: int) -> np.ndarray:
+    """Band centres the baseline code computes for a ``num_bands`` model: the midpoints of
+    ``linspace(1500, 4500, num_bands + 1)`` (9 bands: ``linear9``)."""
+    edges = np.linspace(1500.0, 4500.0, num_bands + 1)
+    return (edges[:-1] + edges[1:]) / 2.0
+
+
+def from_baseline_state_dict(
+    sd: dict[str, Tensor],
+    bands: BandSpec | None = None,
+    dtype: torch.dtype = torch.float32,
+    source: str | os.PathLike = "baseline state dict",
+) -> UpLAM:
+    """An :class:`UpLAM` computing what the baseline's UpLAM with these weights computes.
+
+    The band count comes from ``lam.tau`` (B, 484); the layout is ``bands`` if given, else the
+    baseline's linear layout for B bands (:func:`baseline_band_centres`, ``linear9`` for 9);
+    steering ``fixed`` (the baseline's only one), ``hermitian="lower"``. Missing, extra or
+    mis-shaped tensors raise one ``ValueError`` line naming ``source``.
+    """
+    key_map = baseline_key_map()
+    expected = set(key_map) | {"lam.D"}
+    missing, extra = sorted(expected - set(sd)), sorted(set(sd) - expected)
+    if missing or extra:
+        raise ValueError(
+            f"{source}: baseline-format UpLAM state dict with missing tensors {missing[:4]} "
+            f"(of {len(missing)}) and unexpected ones {extra[:4]} (of {len(extra)})"
+        )
+    num_bands = int(sd["lam.tau"].shape[0])
+    if bands is None:
+        centres = baseline_band_centres(num_bands)
+        bands = "linear9" if num_bands == 9 else centres
+    model = UpLAM(bands=bands, steering="fixed", dtype=dtype, hermitian="lower")
+    if model.num_bands != num_bands:
+        raise ValueError(f"{source}: has {num_bands} bands, but {model.num_bands} band centres were given")
+    ours = model.state_dict()
+    converted = baseline_to_project_state_dict(sd)
+    for key, value in converted.items():
+        if tuple(value.shape) != tuple(ours[key].shape):
+            theirs = next((b for b, p in key_map.items() if p == key), "lam.D")
+            raise ValueError(
+                f"{source}: {theirs} has shape {tuple(value.shape)}, expected {tuple(ours[key].shape)} "
+                f"for a {num_bands}-band UpLAM (feat 128, base_filter 32, 32 x 484 LAM)"
+            )
+    model.load_state_dict(converted)
+    return model
+
+
+def baseline_to_project_state_dict(sd: dict[str, Tensor]) -> dict[str, Tensor]:
+    """Baseline keys -> this project's (``lam.D`` split into real and imaginary parts); values
+    keep their precision (float64 for the released file)."""
+    out = {ours: sd[theirs] for theirs, ours in baseline_key_map().items()}
+    D = torch.as_tensor(sd["lam.D"])
+    out["lam.D_real"], out["lam.D_imag"] = D.real.clone(), D.imag.clone()
+    return out
+
+
+def project_to_baseline_state_dict(sd: dict[str, Tensor]) -> dict[str, Tensor]:
+    """This project's keys -> the baseline's, as float64 with complex128 ``lam.D`` (what its
+    double-precision modules hold); keys in the baseline's order."""
+    out = {}
+    for theirs, ours in baseline_key_map().items():
+        out[theirs] = sd[ours].detach().to(torch.float64).clone()
+        if theirs == "lam.tau":
+            out["lam.D"] = torch.complex(sd["lam.D_real"].double(), sd["lam.D_imag"].double())
+    return out
+
+
+def baseline_incompatibilities(model: UpLAM) -> list[str]:
+    """Why the baseline's code would not compute what ``model`` computes (empty: it would)."""
+    why = []
+    if model.cdbpn.hermitian != "lower":
+        why.append(
+            f"hermitian={model.cdbpn.hermitian!r}: the baseline images the CDBPN output's lower "
+            "triangle, this model the mean (S + S^H)/2"
+        )
+    if model.steering != "fixed":
+        why.append(f"steering={model.steering!r}: the baseline reconstructs with the fixed 4833 Hz operator")
+    if not np.allclose(model.band_centres, baseline_band_centres(model.num_bands)):
+        why.append(
+            f"bands {model.band_name}: the baseline code computes the visibilities of "
+            f"linspace(1500, 4500, {model.num_bands + 1}) midpoints for {model.num_bands} bands"
+        )
+    return why
+
+
+def convert_checkpoint(
+    src: str | os.PathLike,
+    dst: str | os.PathLike,
+    bands: BandSpec | None = None,
+    inexact: bool = False,
+) -> str:
+    """Convert an UpLAM checkpoint to the other format; returns the format written.
+
+    baseline -> project: :func:`from_baseline_state_dict` (float64 weights kept), written by
+    :func:`save_checkpoint` with ``source_format="baseline"``. project -> baseline: a plain
+    float64 state dict; refused (one ``ValueError`` line) when the baseline's code would compute
+    something else (:func:`baseline_incompatibilities`) unless ``inexact``.
+    """
+    ckpt = load_checkpoint(src)
+    if checkpoint_format(ckpt, src) == "baseline":
+        model = from_baseline_state_dict(baseline_state_dict(ckpt), bands, torch.float64, source=src)
+        save_checkpoint(dst, model, source_format="baseline", source_hash=checkpoint_hash(src))
+        return "project"
+    model = UpLAM.from_checkpoint(src, dtype=torch.float64)
+    why = baseline_incompatibilities(model)
+    if why and not inexact:
+        raise ValueError(f"{src}: the baseline's code would not reproduce this model ({'; '.join(why)})")
+    with atomic_open(Path(dst), "wb") as f:
+        torch.save(project_to_baseline_state_dict(model.state_dict()), f)
+    return "baseline"
