@@ -167,6 +167,9 @@ def test_interpolation_prior_maps_tetrahedral_to_em32_visibilities():
     err = np.degrees(np.arccos(np.clip(peak @ azel_to_unit(40, 20), -1, 1)))
     assert np.all(err < 10), err
     assert model.config["prior"] == "interpolation" and model.config["calibrate"] is True
+    from seld_d2.acoustics.uplam import baseline_incompatibilities
+
+    assert any(w.startswith("prior='interpolation'") for w in baseline_incompatibilities(model))
     with pytest.raises(ValueError, match="unknown prior"):
         UpLAM(bands, prior="nearest")
 

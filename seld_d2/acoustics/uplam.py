@@ -790,6 +790,8 @@ def baseline_incompatibilities(model: UpLAM) -> list[str]:
         )
     if model.steering != "fixed":
         why.append(f"steering={model.steering!r}: the baseline reconstructs with the fixed 4833 Hz operator")
+    if model.prior != "none":
+        why.append(f"prior={model.prior!r}: the baseline's CDBPN upsamples alone, without T S4 T^H")
     if not np.allclose(model.band_centres, baseline_band_centres(model.num_bands)):
         why.append(
             f"bands {model.band_name}: the baseline code computes the visibilities of "
