@@ -2,7 +2,7 @@
 """Train (or evaluate) the seld_d2 detector, the Detectron2 way.
 
     python tools/train_net.py --config-file configs/SELD/run3_mel16.yaml
-    python tools/train_net.py --config-file ... --num-gpus 4
+    python tools/train_net.py --config-file ... --num-gpus 4   # 4 processes (gloo ones without CUDA)
     python tools/train_net.py --config-file ... --resume              # continue OUTPUT_DIR
     python tools/train_net.py --config-file ... --eval-only MODEL.WEIGHTS out/model_best.pth
     python tools/train_net.py --config-file ... SELD.DATA.ROOT /data/STAIRS26 SOLVER.IMS_PER_BATCH 16
@@ -23,10 +23,12 @@ import os
 import sys
 
 import torch
+from torch.multiprocessing import ProcessExitedException, ProcessRaisedException
 
 import seld_d2  # noqa: F401  (Pillow alias before detectron2; registers seld_d2's components)
 from seld_d2 import add_seld_config
 from seld_d2.data.datasets import register_stairs26
+from seld_d2.engine.distributed import launch
 from seld_d2.engine.hooks import validation_losses
 from seld_d2.engine.trainer import SeldTrainer, build_validation_batches, dataset_records, iters_per_epoch
 from seld_d2.utils.io import WriteError, prepare_output_dir
@@ -34,7 +36,7 @@ from seld_d2.utils.io import WriteError, prepare_output_dir
 from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.config import get_cfg
 from detectron2.data import DatasetCatalog
-from detectron2.engine import default_argument_parser, default_setup, launch
+from detectron2.engine import default_argument_parser, default_setup
 from detectron2.evaluation import print_csv_format
 from detectron2.utils import comm
 from detectron2.utils.events import EventStorage
@@ -108,14 +110,21 @@ def main(args):
 def invoke_main() -> None:
     args = default_argument_parser().parse_args()
     print("Command Line Args:", args)
-    launch(
-        main,
-        args.num_gpus,
-        num_machines=args.num_machines,
-        machine_rank=args.machine_rank,
-        dist_url=args.dist_url,
-        args=(args,),
-    )
+    try:
+        launch(
+            main,
+            args.num_gpus,
+            num_machines=args.num_machines,
+            machine_rank=args.machine_rank,
+            dist_url=args.dist_url,
+            args=(args,),
+        )
+    except ProcessRaisedException as err:  # a worker's exception; the others have been stopped
+        print(err, file=sys.stderr)  # its traceback
+        last = str(err).strip().splitlines()[-1]
+        raise SystemExit(f"error: training process {err.error_index} failed: {last}") from None
+    except ProcessExitedException as err:  # a worker killed, or one that exited with an error line
+        raise SystemExit(f"error: training {err}; the other processes were stopped") from None
 
 
 if __name__ == "__main__":
