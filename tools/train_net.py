@@ -14,6 +14,11 @@ The training and validation datasets are the STAIRS26-layout splits named by
 DCASE2026 Task 3 metric on the whole validation clips (submission files under
 ``OUTPUT_DIR/inference/<dataset>/submission``); ``TEST.EVAL_PERIOD N`` runs that evaluation every
 N iterations during training.
+
+``--num-gpus N`` (with Detectron2's ``--num-machines``, ``--machine-rank``, ``--dist-url``) trains in
+N processes: Detectron2's ``launch`` with CUDA, the same process layout over gloo without
+(``seld_d2.engine.distributed``). ``SOLVER.IMS_PER_BATCH`` is the global batch. A process that
+fails or is killed stops the others; the tool then exits with one line naming it.
 """
 
 from __future__ import annotations
