@@ -112,6 +112,14 @@ def main(args):
         raise SystemExit(f"error: {err}") from None
 
 
+def _exception_line(traceback: str) -> str:
+    """The 'Type: message' line of a formatted traceback: the first after its last frame."""
+    lines = [line for line in traceback.strip().splitlines() if line.strip()]
+    frames = [i for i, line in enumerate(lines) if line.startswith("  File ")]
+    rest = [line for line in lines[frames[-1] + 1 :] if not line.startswith("    ")] if frames else []
+    return rest[0] if rest else lines[-1]
+
+
 def invoke_main() -> None:
     args = default_argument_parser().parse_args()
     print("Command Line Args:", args)
@@ -126,8 +134,9 @@ def invoke_main() -> None:
         )
     except ProcessRaisedException as err:  # a worker's exception; the others have been stopped
         print(err, file=sys.stderr)  # its traceback
-        last = str(err).strip().splitlines()[-1]
-        raise SystemExit(f"error: training process {err.error_index} failed: {last}") from None
+        raise SystemExit(
+            f"error: training process {err.error_index} failed: {_exception_line(str(err))}"
+        ) from None
     except ProcessExitedException as err:  # a worker killed, or one that exited with an error line
         raise SystemExit(f"error: training {err}; the other processes were stopped") from None
 
