@@ -1,4 +1,4 @@
-"""tools/benchmark.py features / train / infer: one short run each, on the CPU (numbers are not
+"""tools/benchmark.py features / train / ddp / infer: one short run each, on the CPU (numbers are not
 checked)."""
 
 import json
@@ -18,6 +18,13 @@ def test_train_trains_the_stages_of_the_schedule(capsys):
     result = _last_json(capsys)
     assert result["benchmark"] == "train" and result["img_per_s"] > 0 and result["loader_frames_per_s"] > 0
     assert result["trainable_stages"] == ["layer1", "layer3", "layer4", "stems"]  # epoch 7: never layer2
+
+
+def test_ddp_in_two_processes(capsys):
+    assert benchmark.main(["ddp", "--processes", "2", "--iters", "1", "--warmup", "0"]) == 0
+    result = _last_json(capsys)
+    assert result["benchmark"] == "ddp" and result["processes"] == 2 and result["threads_per_process"] == 1
+    assert result["img_per_s"] > 0 and result["find_unused_step_s"] > 0 and result["rebuild_s"] >= 0
 
 
 def test_infer_model_and_end_to_end(capsys):

@@ -239,3 +239,13 @@ def test_output_dir_checked_first_and_stale_checkpoint_temps_removed(root, tmp_p
     assert not stale.exists()
     for name in ("train_run2", "val_run2"):
         DatasetCatalog.remove(name)
+
+
+def test_a_failed_process_is_reported_by_its_exception_line():
+    # mp.spawn's message for a worker's exception: a header, the traceback, a multi-line message.
+    message = (
+        "\n\n-- Process 1 terminated with the following error:\nTraceback (most recent call last):\n"
+        '  File "trainer.py", line 7, in run_step\n    loss.backward()\n    ^^^^^^^^^^^^^^^\n'
+        "RuntimeError: Expected to have finished reduction\n In addition, set TORCH_DISTRIBUTED_DEBUG\n"
+    )
+    assert train_net._exception_line(message) == "RuntimeError: Expected to have finished reduction"

@@ -4,6 +4,8 @@ object with the numbers.
 
   features   4-ch audio -> visibilities -> UpLAM latent or SRP maps (``--kind srp``), frames/s
   train      one training step of the 19-channel detector (img/s), and the data path (frames/s)
+  ddp        training steps in N CPU processes over gloo (img/s of the global batch), the cost of
+             rebuilding the DDP wrapper (unfreezing) vs find_unused_parameters per step
   synth      one synthetic scene (free-field render, labels, video, files), real-time factor
   infer      the detector's forward pass (img/s) and wav + frames -> submission JSON (frames/s)
   metric     the official metric: fast implementation vs the plain reference (tools/bench_metric.py)
@@ -357,6 +359,123 @@ def bench_train(args: argparse.Namespace) -> dict:
     return result
 
 
+def bench_ddp(args: argparse.Namespace) -> dict:
+    import json as json_
+    import os
+    import tempfile
+
+    from seld_d2.engine.distributed import launch
+
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp) / "result.json"
+        before = os.environ.get("OMP_NUM_THREADS")
+        os.environ["OMP_NUM_THREADS"] = str(args.threads)  # the CPU launcher's threads per process
+        try:
+            launch(_ddp_worker, args.processes, dist_url="auto", args=(args, str(tmp), str(out)))
+        finally:
+            if before is None:
+                del os.environ["OMP_NUM_THREADS"]
+            else:
+                os.environ["OMP_NUM_THREADS"] = before
+        result = json_.loads(out.read_text())
+    print(
+        f"ddp: {result['img_per_s']} img/s at global batch {args.batch} in {args.processes} process(es) x "
+        f"{args.threads} thread(s) (step {result['step_s']} s); with find_unused_parameters "
+        f"{result['find_unused_step_s']} s; rebuilding the wrapper {result['rebuild_s']} s"
+    )
+    return result
+
+
+def _ddp_worker(args: argparse.Namespace, tmp: str, out: str) -> None:
+    import seld_d2  # noqa: F401
+    from seld_d2 import add_seld_config
+    from seld_d2.data.mapper import SeldDatasetMapper
+    from seld_d2.engine.distributed import data_parallel
+    from seld_d2.engine.hooks import set_trainable_stages, trainable_stages
+    from seld_d2.engine.param_groups import build_optimizer
+    from seld_d2.engine.trainer import unfreeze_schedule
+
+    from detectron2.config import get_cfg
+    from detectron2.modeling import build_model
+    from detectron2.utils import comm
+    from detectron2.utils.events import EventStorage
+
+    torch.set_num_threads(args.threads)
+    world, rank = comm.get_world_size(), comm.get_rank()
+    if args.batch % world:
+        raise SystemExit(f"error: --batch {args.batch} is not a multiple of --processes {world}")
+    cfg = add_seld_config(get_cfg())
+    cfg.merge_from_file(str(Path(__file__).resolve().parents[1] / "configs/SELD/run3_mel16.yaml"))
+    cfg.MODEL.DEVICE = "cpu"
+    cfg.MODEL.ROI_HEADS.CLASS_WEIGHTS = [1.0] * 13
+    torch.manual_seed(0)
+    model = build_model(cfg)
+    model.train()
+    optimizer = build_optimizer(model, cfg)
+    root = Path(tmp) / f"stairs{rank}"
+    records = _tiny_stairs(root, frames=max(8, args.batch))
+    mapper = SeldDatasetMapper(cfg, is_train=True)
+    batches = [
+        [mapper(records[(i * args.batch + j) % len(records)]) for j in range(args.batch)] for i in range(4)
+    ]
+    shares = [b[rank::world] for b in batches]  # this process's share of each global batch
+
+    def timed_steps(ddp: torch.nn.Module) -> float:
+        def step(batch):
+            loss = sum(ddp(batch).values())
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+
+        for i in range(args.warmup):
+            step(shares[i % len(shares)])
+        comm.synchronize()
+        t0 = time.perf_counter()
+        for i in range(args.iters):
+            step(shares[i % len(shares)])
+        comm.synchronize()
+        return (time.perf_counter() - t0) / args.iters
+
+    stages = trainable_stages(args.epoch, unfreeze_schedule(cfg)) if args.epoch > 0 else None
+    with EventStorage(0):
+        # The alternative: one wrapper, built with every parameter trainable, and
+        # find_unused_parameters (frozen stages and empty heads are "unused").
+        find_unused_s = None
+        if world > 1:
+            ddp = torch.nn.parallel.DistributedDataParallel(
+                model, broadcast_buffers=False, find_unused_parameters=True
+            )
+            if stages is not None:
+                set_trainable_stages(model, stages)
+            find_unused_s = timed_steps(ddp)
+            del ddp
+        for p in model.parameters():
+            p.requires_grad_(True)
+        if stages is not None:
+            set_trainable_stages(model, stages)
+        comm.synchronize()
+        t0 = time.perf_counter()
+        ddp = data_parallel(model)  # what ProgressiveUnfreezing does at a transition
+        rebuild_s = time.perf_counter() - t0
+        step_s = timed_steps(ddp)
+    result = {
+        "benchmark": "ddp",
+        "img_per_s": round(args.batch / step_s, 3),
+        "step_s": round(step_s, 3),
+        "find_unused_step_s": round(find_unused_s, 3) if find_unused_s is not None else None,
+        "rebuild_s": round(rebuild_s, 3) if world > 1 else None,
+        "processes": world,
+        "threads_per_process": torch.get_num_threads(),
+        "batch": args.batch,
+        "iters": args.iters,
+        "epoch": args.epoch,
+        "trainable_stages": sorted(stages) if stages is not None else "all",
+        "model": "R50-FPN SeldRCNN, 19 channels, 180x360, fp32",
+    }
+    if rank == 0:
+        Path(out).write_text(json.dumps(result))
+
+
 def _infer_config(args: argparse.Namespace):
     from seld_d2 import add_seld_config
 
@@ -541,6 +660,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     t.add_argument(
         "--no-cudnn-benchmark", action="store_true", help="switch off cuDNN autotuning (CUDNN_BENCHMARK)"
     )
+    d = sub.add_parser("ddp", help="training steps in N CPU processes over gloo (img/s), DDP costs")
+    d.add_argument("--processes", type=int, default=2, help="training processes (default 2)")
+    d.add_argument("--threads", type=int, default=1, help="torch threads per process (default 1)")
+    d.add_argument("--batch", type=int, default=2, help="global batch, split over the processes (default 2)")
+    d.add_argument("--iters", type=int, default=5, help="timed iterations of each variant (default 5)")
+    d.add_argument("--warmup", type=int, default=2, help="untimed iterations first (default 2)")
+    d.add_argument(
+        "--epoch", type=int, default=7, help="train the stages the schedule trains at this epoch (default 7)"
+    )
     i = sub.add_parser("infer", help="detector inference (img/s) and wav+frames -> JSON (frames/s)")
     i.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
     i.add_argument("--batch", type=int, default=2, help="frames per model call (default 2)")
@@ -578,6 +706,7 @@ def main(argv: list[str] | None = None) -> int:
         "features": bench_features,
         "synth": bench_synth,
         "train": bench_train,
+        "ddp": bench_ddp,
         "infer": bench_infer,
         "metric": bench_metric.bench_metric,
     }[args.which](args)

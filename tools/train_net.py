@@ -2,7 +2,7 @@
 """Train (or evaluate) the seld_d2 detector, the Detectron2 way.
 
     python tools/train_net.py --config-file configs/SELD/run3_mel16.yaml
-    python tools/train_net.py --config-file ... --num-gpus 4
+    python tools/train_net.py --config-file ... --num-gpus 4   # 4 processes (gloo ones without CUDA)
     python tools/train_net.py --config-file ... --resume              # continue OUTPUT_DIR
     python tools/train_net.py --config-file ... --eval-only MODEL.WEIGHTS out/model_best.pth
     python tools/train_net.py --config-file ... SELD.DATA.ROOT /data/STAIRS26 SOLVER.IMS_PER_BATCH 16
@@ -14,6 +14,11 @@ The training and validation datasets are the STAIRS26-layout splits named by
 DCASE2026 Task 3 metric on the whole validation clips (submission files under
 ``OUTPUT_DIR/inference/<dataset>/submission``); ``TEST.EVAL_PERIOD N`` runs that evaluation every
 N iterations during training.
+
+``--num-gpus N`` (with Detectron2's ``--num-machines``, ``--machine-rank``, ``--dist-url``) trains in
+N processes: Detectron2's ``launch`` with CUDA, the same process layout over gloo without
+(``seld_d2.engine.distributed``). ``SOLVER.IMS_PER_BATCH`` is the global batch. A process that
+fails or is killed stops the others; the tool then exits with one line naming it.
 """
 
 from __future__ import annotations
@@ -23,10 +28,12 @@ import os
 import sys
 
 import torch
+from torch.multiprocessing import ProcessExitedException, ProcessRaisedException
 
 import seld_d2  # noqa: F401  (Pillow alias before detectron2; registers seld_d2's components)
 from seld_d2 import add_seld_config
 from seld_d2.data.datasets import register_stairs26
+from seld_d2.engine.distributed import launch
 from seld_d2.engine.hooks import validation_losses
 from seld_d2.engine.trainer import SeldTrainer, build_validation_batches, dataset_records, iters_per_epoch
 from seld_d2.utils.io import WriteError, prepare_output_dir
@@ -34,7 +41,7 @@ from seld_d2.utils.io import WriteError, prepare_output_dir
 from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.config import get_cfg
 from detectron2.data import DatasetCatalog
-from detectron2.engine import default_argument_parser, default_setup, launch
+from detectron2.engine import default_argument_parser, default_setup
 from detectron2.evaluation import print_csv_format
 from detectron2.utils import comm
 from detectron2.utils.events import EventStorage
@@ -105,17 +112,33 @@ def main(args):
         raise SystemExit(f"error: {err}") from None
 
 
+def _exception_line(traceback: str) -> str:
+    """The 'Type: message' line of a formatted traceback: the first after its last frame."""
+    lines = [line for line in traceback.strip().splitlines() if line.strip()]
+    frames = [i for i, line in enumerate(lines) if line.startswith("  File ")]
+    rest = [line for line in lines[frames[-1] + 1 :] if not line.startswith("    ")] if frames else []
+    return rest[0] if rest else lines[-1]
+
+
 def invoke_main() -> None:
     args = default_argument_parser().parse_args()
     print("Command Line Args:", args)
-    launch(
-        main,
-        args.num_gpus,
-        num_machines=args.num_machines,
-        machine_rank=args.machine_rank,
-        dist_url=args.dist_url,
-        args=(args,),
-    )
+    try:
+        launch(
+            main,
+            args.num_gpus,
+            num_machines=args.num_machines,
+            machine_rank=args.machine_rank,
+            dist_url=args.dist_url,
+            args=(args,),
+        )
+    except ProcessRaisedException as err:  # a worker's exception; the others have been stopped
+        print(err, file=sys.stderr)  # its traceback
+        raise SystemExit(
+            f"error: training process {err.error_index} failed: {_exception_line(str(err))}"
+        ) from None
+    except ProcessExitedException as err:  # a worker killed, or one that exited with an error line
+        raise SystemExit(f"error: training {err}; the other processes were stopped") from None
 
 
 if __name__ == "__main__":

@@ -20,6 +20,8 @@ from torch import nn
 from detectron2.engine import HookBase
 from detectron2.utils import comm
 
+from .distributed import average_batchnorm_statistics, rewrap
+
 logger = logging.getLogger(__name__)
 
 STAGES = ("stems", "layer1", "layer2", "layer3", "layer4")
@@ -95,21 +97,32 @@ class ProgressiveUnfreezing(HookBase):
     """Sets ``requires_grad`` of the backbone stages at each epoch start from ``schedule`` (stage ->
     first trainable epoch, 0 = always frozen). When the trainable set changes after the first
     epoch, the optimizer state is cleared and a grace period starts (no early stopping for
-    ``grace`` epochs). Batch-norm layers of frozen stages keep their statistics (eval mode)."""
+    ``grace`` epochs). Batch-norm layers of frozen stages keep their statistics (eval mode). In
+    a multi-process run the DDP wrapper is rebuilt for each new trainable set
+    (:func:`~seld_d2.engine.distributed.rewrap`)."""
 
     def __init__(self, clock: EpochClock, schedule: dict[str, int], grace: int = 5):
         self.clock, self.schedule, self.grace = clock, dict(schedule), grace
         self.current: set[str] | None = None
         self.grace_until = 0  # last epoch of the running grace period
+        self._wrapped: set[str] | None = None  # the stages the DDP wrapper was built for
 
     def before_step(self) -> None:
         it = self.trainer.iter
-        if not (self.clock.is_start(it) or self.current is None):
-            return
-        epoch = self.clock.epoch(it)
-        stages = trainable_stages(epoch, self.schedule)
+        if self.clock.is_start(it) or self.current is None:
+            self._set_stages(trainable_stages(self.clock.epoch(it), self.schedule))
+        if self._wrapped != self.current:
+            # DDP averages the gradients of the parameters that required them when it was built:
+            # a new wrapper for the new set (also after a resume), on every process at this step.
+            model = rewrap(self.trainer.model)
+            if model is not self.trainer.model:
+                self.trainer.model = model
+            self._wrapped = set(self.current)
+
+    def _set_stages(self, stages: set[str]) -> None:
         if stages == self.current:
             return
+        epoch = self.clock.epoch(self.trainer.iter)
         model = unwrap_model(self.trainer.model)
         set_trainable_stages(model, stages)
         if self.current is not None:
@@ -134,6 +147,15 @@ class ProgressiveUnfreezing(HookBase):
         self.grace_until = state["grace_until"]
         if self.current is not None:
             set_trainable_stages(unwrap_model(self.trainer.model), self.current)
+
+
+class AverageNormStatistics(HookBase):
+    """After each step, the batch-norm running statistics averaged over the processes, so the
+    replicas stay identical (each updates them from its own batch); before the hooks that
+    validate, evaluate or checkpoint. No-op in a single process."""
+
+    def after_step(self) -> None:
+        average_batchnorm_statistics(unwrap_model(self.trainer.model))
 
 
 @torch.no_grad()
@@ -267,10 +289,11 @@ class BestCheckpoint(HookBase):
     def after_step(self) -> None:
         if not (self.clock.is_end(self.trainer.iter) and self.validation.history):
             return
-        loss = self.validation.history[-1]
-        if loss < self.best and comm.is_main_process():
+        loss = self.validation.history[-1]  # the same on every process (all-gathered)
+        if loss < self.best:
             self.best = loss
-            self.checkpointer.save("model_best", iteration=self.trainer.iter, validation_loss=loss)
+            if comm.is_main_process():
+                self.checkpointer.save("model_best", iteration=self.trainer.iter, validation_loss=loss)
 
     def state_dict(self) -> dict:
         return {"best": self.best}
@@ -281,21 +304,35 @@ class BestCheckpoint(HookBase):
 
 class RNGState(HookBase):
     """Puts the Python, NumPy and torch RNG states into checkpoints and restores them on resume,
-    so a resumed run draws the same dropout masks and proposal samples as an uninterrupted one."""
+    so a resumed run draws the same dropout masks and proposal samples as an uninterrupted one.
+
+    With several processes each has its own streams (Detectron2 seeds rank r with SEED + r), but
+    only the main process writes checkpoints: every process gathers all states after each step
+    (a few kB; this hook comes right before the checkpointer), and each restores its own."""
+
+    def __init__(self):
+        self._gathered: list[dict] | None = None
+
+    def after_step(self) -> None:
+        if comm.get_world_size() > 1:
+            self._gathered = comm.all_gather(_rng_state())
 
     def state_dict(self) -> dict:
-        # Plain tensors and tuples only: checkpoints are read back with torch.load(weights_only=True).
-        kind, keys, pos, has_gauss, gauss = np.random.get_state()
-        state = {
-            "python": random.getstate(),
-            "numpy": (kind, torch.from_numpy(keys.astype(np.int64)), pos, has_gauss, gauss),
-            "torch": torch.get_rng_state(),
-        }
-        if torch.cuda.is_available():
-            state["cuda"] = torch.cuda.get_rng_state_all()
-        return state
+        if comm.get_world_size() > 1 and self._gathered is not None:
+            return {"ranks": self._gathered}
+        return _rng_state()
 
     def load_state_dict(self, state: dict) -> None:
+        if "ranks" in state:
+            ranks, rank = state["ranks"], comm.get_rank()
+            if len(ranks) != comm.get_world_size():
+                logger.warning(
+                    "the checkpoint holds the random streams of %d processes, this run has %d: "
+                    "the data after the resume point is not that of the interrupted run",
+                    len(ranks),
+                    comm.get_world_size(),
+                )
+            state = ranks[rank % len(ranks)]
         version, internal, gauss = state["python"]
         random.setstate((version, tuple(internal), gauss))
         kind, keys, pos, has_gauss, gauss = state["numpy"]
@@ -303,6 +340,19 @@ class RNGState(HookBase):
         torch.set_rng_state(state["torch"])
         if "cuda" in state and torch.cuda.is_available():
             torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def _rng_state() -> dict:
+    # Plain tensors and tuples only: checkpoints are read back with torch.load(weights_only=True).
+    kind, keys, pos, has_gauss, gauss = np.random.get_state()
+    state = {
+        "python": random.getstate(),
+        "numpy": (kind, torch.from_numpy(keys.astype(np.int64)), pos, has_gauss, gauss),
+        "torch": torch.get_rng_state(),
+    }
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
 
 
 def unwrap_model(model: nn.Module) -> nn.Module:

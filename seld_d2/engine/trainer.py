@@ -16,6 +16,7 @@ import json
 import logging
 import math
 import os
+import weakref
 from collections.abc import Iterator
 
 import numpy as np
@@ -24,9 +25,10 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 
 from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.data import DatasetCatalog
-from detectron2.engine import DefaultTrainer, hooks
+from detectron2.engine import AMPTrainer, DefaultTrainer, SimpleTrainer, TrainerBase, hooks
 from detectron2.utils import comm
 from detectron2.utils.events import CommonMetricPrinter, JSONWriter, TensorboardXWriter
+from detectron2.utils.logger import setup_logger
 
 from ..data.datasets import FrameError
 from ..data.mapper import LoadFailure, SeldDatasetMapper, frame_loader, list_collate, map_or_failure
@@ -34,6 +36,7 @@ from ..data.sampler import ClassBalancedFrameSampler, SequentialFrameSampler, cl
 from ..modeling.roi_heads import inverse_frequency_weights
 from ..utils.io import atomic_open
 from . import hooks as seld_hooks
+from .distributed import data_parallel
 from .param_groups import build_optimizer
 
 logger = logging.getLogger(__name__)
@@ -110,19 +113,22 @@ class SkipUnreadableFrames:
 
 
 class _Positioned(Sampler):
-    """(record index, global draw position) pairs of an infinite index sampler, from ``start``."""
+    """(record index, global draw position) pairs of a process's share of an infinite index
+    stream (every ``world_size``-th draw from ``rank``), from its ``start``-th draw on. The
+    position is that in the whole stream, so a frame's augmentation is the same however many
+    processes share the stream."""
 
-    def __init__(self, sampler: Sampler, start: int = 0):
-        self.sampler, self.start = sampler, start
+    def __init__(self, sampler: Sampler, start: int = 0, rank: int = 0, world_size: int = 1):
+        self.sampler, self.start, self.rank, self.world_size = sampler, start, rank, world_size
 
     def __iter__(self) -> Iterator[tuple[int, int]]:
         it = iter(self.sampler)
         for _ in range(self.start):  # cheap: index streams are generated in large chunks
             next(it)
-        position = self.start
+        draw = self.start
         for index in it:
-            yield index, position
-            position += 1
+            yield index, draw * self.world_size + self.rank
+            draw += 1
 
 
 def iters_per_epoch(cfg, num_train_frames: int) -> int:
@@ -155,9 +161,9 @@ def build_seld_train_loader(cfg, records: list[dict], start_iter: int = 0) -> Da
         )
     else:
         sampler = SequentialFrameSampler(len(records), seed=seed, rank=rank, world_size=world)
-    positioned = _Positioned(sampler, start=start_iter * batch)
+    positioned = _Positioned(sampler, start=start_iter * batch, rank=rank, world_size=world)
     return DataLoader(
-        _SeededFrames(records, SeldDatasetMapper(cfg, is_train=True), seed * world + rank),
+        _SeededFrames(records, SeldDatasetMapper(cfg, is_train=True), seed),
         batch_size=batch,
         sampler=positioned,
         num_workers=cfg.DATALOADER.NUM_WORKERS,
@@ -255,7 +261,26 @@ class SeldTrainer(DefaultTrainer):
     def __init__(self, cfg):
         self._train_records = dataset_records(cfg.DATASETS.TRAIN)
         self.clock = seld_hooks.EpochClock(iters_per_epoch(cfg, len(self._train_records)))
-        super().__init__(with_class_weights(cfg, self._train_records))
+        cfg = with_class_weights(cfg, self._train_records)
+        # DefaultTrainer.__init__ of Detectron2 0.6, but for the DDP wrapper (data_parallel) and
+        # the atomic checkpointer: its create_ddp_model call gives DDP the local rank as a CUDA
+        # device id, which a CPU model refuses.
+        TrainerBase.__init__(self)
+        if not logging.getLogger("detectron2").isEnabledFor(logging.INFO):
+            setup_logger()
+        cfg = DefaultTrainer.auto_scale_workers(cfg, comm.get_world_size())
+        model = self.build_model(cfg)
+        optimizer = self.build_optimizer(cfg, model)
+        data_loader = self.build_train_loader(cfg)
+        self._trainer = (AMPTrainer if cfg.SOLVER.AMP.ENABLED else SimpleTrainer)(
+            data_parallel(model), data_loader, optimizer
+        )
+        self.scheduler = self.build_lr_scheduler(cfg, optimizer)
+        self.checkpointer = AtomicCheckpointer(model, cfg.OUTPUT_DIR, trainer=weakref.proxy(self))
+        self.start_iter = 0
+        self.max_iter = cfg.SOLVER.MAX_ITER
+        self.cfg = cfg
+        self.register_hooks(self.build_hooks())
 
     def build_train_loader(self, cfg):  # noqa: D102  (instance method: needs the records)
         return SkipUnreadableFrames(build_seld_train_loader(cfg, self._train_records))
@@ -290,18 +315,13 @@ class SeldTrainer(DefaultTrainer):
 
     def build_hooks(self):
         cfg = self.cfg
-        # DefaultTrainer.__init__ has just made a plain DetectionCheckpointer; swap in the atomic
-        # one (same model and checkpointables) before any hook holds a reference to it.
-        self.checkpointer = AtomicCheckpointer(
-            self.checkpointer.model, cfg.OUTPUT_DIR, **self.checkpointer.checkpointables
-        )
         t = cfg.SELD.TRAIN
         val_batches = (
             build_validation_batches(cfg, dataset_records(cfg.DATASETS.TEST)) if cfg.DATASETS.TEST else []
         )
         unfreezing = seld_hooks.ProgressiveUnfreezing(self.clock, unfreeze_schedule(cfg), t.GRACE_EPOCHS)
         validation = seld_hooks.ValidationLoss(self.clock, val_batches)
-        hook_list = [hooks.IterationTimer(), seld_hooks.RNGState(), unfreezing]
+        hook_list = [hooks.IterationTimer(), unfreezing, seld_hooks.AverageNormStatistics()]
         if val_batches:
             hook_list += [
                 validation,
@@ -312,6 +332,9 @@ class SeldTrainer(DefaultTrainer):
         if cfg.TEST.EVAL_PERIOD > 0 and cfg.DATASETS.TEST:
             # The official metric on the whole validation clips every EVAL_PERIOD iterations.
             hook_list.append(hooks.EvalHook(cfg.TEST.EVAL_PERIOD, lambda: self._evaluate(unfreezing)))
+        # After every hook that draws random numbers (validation samples proposals), right
+        # before the checkpointer: with several processes it gathers their RNG states here.
+        hook_list.append(seld_hooks.RNGState())
         if comm.is_main_process():
             # Last among the after_step hooks that touch state, so checkpoints see it all.
             hook_list.append(hooks.PeriodicCheckpointer(self.checkpointer, cfg.SOLVER.CHECKPOINT_PERIOD))
