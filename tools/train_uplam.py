@@ -98,11 +98,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def setup(args: argparse.Namespace):
     """The frozen config: defaults, ``--config-file``, flags, trailing opts; checked. Raises
     ValueError (one line) for a bad value."""
-    from detectron2.config import get_cfg
-
     from seld_d2 import add_seld_config
     from seld_d2.acoustics.uplam import PRIORS, STEERING_MODES
     from seld_d2.engine.uplam_trainer import BEST_METRICS, parse_bands
+
+    from detectron2.config import get_cfg
 
     cfg = get_cfg()
     add_seld_config(cfg)
@@ -136,7 +136,13 @@ def setup(args: argparse.Namespace):
     ):
         if u[key] not in allowed:
             raise ValueError(f"SELD.UPLAM.{key} is {u[key]!r}; use one of {tuple(allowed)}")
-    for key, low in (("EPOCHS", 1), ("BATCH_SIZE", 1), ("SHUFFLE_CLIPS", 1), ("MAX_CLIPS", 0), ("WARMUP_EPOCHS", 0)):
+    for key, low in (
+        ("EPOCHS", 1),
+        ("BATCH_SIZE", 1),
+        ("SHUFFLE_CLIPS", 1),
+        ("MAX_CLIPS", 0),
+        ("WARMUP_EPOCHS", 0),
+    ):
         if u[key] < low:
             raise ValueError(f"SELD.UPLAM.{key} must be at least {low}, got {u[key]}")
     if not u.TRAIN_SPLITS or not u.VAL_SPLITS:
@@ -158,11 +164,11 @@ def main(argv: list[str] | None = None) -> int:
         return _error(str(err))
     import torch  # after --help and the config checks: slow
 
-    from detectron2.utils.logger import setup_logger
-
     from seld_d2.engine.uplam_data import scan_splits
     from seld_d2.engine.uplam_trainer import UpLAMTrainer
     from seld_d2.utils.io import WriteError, atomic_open, prepare_output_dir
+
+    from detectron2.utils.logger import setup_logger
 
     u, root, out = cfg.SELD.UPLAM, Path(cfg.SELD.DATA.ROOT), Path(cfg.OUTPUT_DIR)
     try:
@@ -200,7 +206,8 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as err:
         return _error(str(err))
     if args.resume:
-        print(f"{PROG}: resuming from {last} at iteration {trainer.start_iter} (epoch {trainer.clock.epoch(trainer.start_iter)})")
+        epoch = trainer.clock.epoch(trainer.start_iter)
+        print(f"{PROG}: resuming from {last} at iteration {trainer.start_iter} (epoch {epoch})")
     model = trainer.model
     print(
         f"{PROG}: {len(train_clips)} train clips ({trainer.data_loader.num_frames} frames, "

@@ -56,7 +56,9 @@ def scan_splits(
                 bad += 1
                 continue
             events = root / "events_dev" / split / f"{path.stem}.csv"
-            clips.append(Clip(path, frame_count(len(audio), SAMPLE_RATE), events if events.is_file() else None))
+            clips.append(
+                Clip(path, frame_count(len(audio), SAMPLE_RATE), events if events.is_file() else None)
+            )
     return clips, bad
 
 

@@ -49,6 +49,7 @@ from ..acoustics.uplam import (
 )
 from ..acoustics.visibility import BandSpec, band_centres, visibilities
 from ..data.synth.generate import read_event_table
+from ..utils.io import prepare_output_dir
 from .hooks import EpochClock, RNGState
 from .trainer import AtomicCheckpointer, drop_metrics_from
 from .uplam_data import Clip, FrameBatches, read_clip, scan_splits
@@ -144,7 +145,9 @@ class UpLAMValidator:
     event table, the peak error of the >= 1 kHz median latent on single-source frames (median,
     shares within 10 and 20 degrees). APGD maps are solved once per clip and kept (float32)."""
 
-    def __init__(self, clips: Sequence[Clip], bands: BandSpec, steering: str, tv_weight: float, batch: int = 64):
+    def __init__(
+        self, clips: Sequence[Clip], bands: BandSpec, steering: str, tv_weight: float, batch: int = 64
+    ):
         self.clips, self.bands, self.tv_weight, self.batch = list(clips), bands, tv_weight, batch
         self.centres = band_centres(bands)
         self.gram = GramOperator(steering_operator(bands, steering))
@@ -247,7 +250,9 @@ class EpochValidation(HookBase):
         for key, value in scalars.items():
             storage.put_scalar(f"val/{key}", value, smoothing_hint=False)
         for b, hz in enumerate(self.validator.centres):
-            storage.put_scalar(f"val_psnr_band/{b:02d}_{hz:.0f}Hz", m["psnr_per_band"][b], smoothing_hint=False)
+            storage.put_scalar(
+                f"val_psnr_band/{b:02d}_{hz:.0f}Hz", m["psnr_per_band"][b], smoothing_hint=False
+            )
             storage.put_scalar(f"val_mad_band/{b:02d}_{hz:.0f}Hz", m["mad_per_band"][b], smoothing_hint=False)
         value = scalars.get(self.metric, math.inf)
         self.improved = value < self.best
@@ -259,7 +264,9 @@ class EpochValidation(HookBase):
         )
         if "peak_error" in m:
             line += f", peak error {m['peak_error']:.1f}° ({100 * m['within_10']:.0f} % within 10°)"
-        print(f"{line}{' (best)' if self.improved else ''} [{time.perf_counter() - self._t0:.0f} s]", flush=True)
+        print(
+            f"{line}{' (best)' if self.improved else ''} [{time.perf_counter() - self._t0:.0f} s]", flush=True
+        )
 
     def state_dict(self) -> dict:
         return {
@@ -305,7 +312,9 @@ class EpochCheckpoints(HookBase):
     (completed), ``global_step`` (iterations done), ``val`` (the last validation) and
     ``best_metric`` / ``best_value``."""
 
-    def __init__(self, clock: EpochClock, checkpointer: UpLAMCheckpointer, validation: EpochValidation, period: int):
+    def __init__(
+        self, clock: EpochClock, checkpointer: UpLAMCheckpointer, validation: EpochValidation, period: int
+    ):
         self.clock, self.checkpointer, self.validation, self.period = clock, checkpointer, validation, period
 
     def due(self, iteration: int) -> bool:
@@ -338,7 +347,9 @@ class UpLAMTrainer(SimpleTrainer):
     docstring. ``train_clips`` / ``val_clips`` default to scanning ``SELD.UPLAM.TRAIN_SPLITS`` /
     ``VAL_SPLITS`` under ``SELD.DATA.ROOT`` (unusable wavs logged and skipped)."""
 
-    def __init__(self, cfg, train_clips: Sequence[Clip] | None = None, val_clips: Sequence[Clip] | None = None):
+    def __init__(
+        self, cfg, train_clips: Sequence[Clip] | None = None, val_clips: Sequence[Clip] | None = None
+    ):
         u = cfg.SELD.UPLAM
         if u.BEST_METRIC not in BEST_METRICS:
             raise ValueError(f"SELD.UPLAM.BEST_METRIC {u.BEST_METRIC!r}: use one of {BEST_METRICS}")
@@ -352,6 +363,7 @@ class UpLAMTrainer(SimpleTrainer):
                 train_clips = clips
             else:
                 val_clips = clips
+        prepare_output_dir(cfg.OUTPUT_DIR)  # WriteError before any work
         model = build_uplam(cfg)
         bands = parse_bands(u.BANDS)
         data = FrameBatches(train_clips, bands, u.BATCH_SIZE, u.SHUFFLE_CLIPS, u.SEED)
