@@ -103,6 +103,63 @@ def add_seld_config(cfg: CN) -> CN:
     # Iterations between log lines / TensorBoard writes.
     cfg.SELD.TRAIN.LOG_PERIOD = 20
 
+    # ---- UpLAM self-supervised training (seld_d2.engine.uplam_trainer, tools/train_uplam.py) ----
+    # Data: every 100 ms frame of <SELD.DATA.ROOT>/eigen_dev/<split>/*.wav (24 kHz, 32 channels);
+    # checkpoints and logs go to OUTPUT_DIR.
+    cfg.SELD.UPLAM = CN()
+    # Splits under eigen_dev/ to train on and to validate on.
+    cfg.SELD.UPLAM.TRAIN_SPLITS = ["dev-train-sony", "dev-train-tau"]
+    cfg.SELD.UPLAM.VAL_SPLITS = ["dev-test-sony", "dev-test-tau"]
+    # Use at most this many clips per split (sorted by name); 0 = all.
+    cfg.SELD.UPLAM.MAX_CLIPS = 0
+    # Band layout: "mel16", "linear9", or comma-separated centre frequencies in Hz.
+    cfg.SELD.UPLAM.BANDS = "mel16"
+    # Steering operator: "per_band" (each band at its centre; localises the low mel bands) or
+    # "fixed" (the reference's single 4833 Hz operator).
+    cfg.SELD.UPLAM.STEERING = "per_band"
+    # "interpolation": the CDBPN learns a correction to the least-squares map T S4 T^H of the
+    # tetrahedral manifold onto the em32's (untrained, it upsamples to that); "none": the
+    # reference (the CDBPN alone upsamples).
+    cfg.SELD.UPLAM.PRIOR = "interpolation"
+    # Scale LAM's delay-and-sum start per band to the least-squares reconstruction gain.
+    cfg.SELD.UPLAM.CALIBRATE = True
+    # Model precision: "float32" or "float64" (the reference's).
+    cfg.SELD.UPLAM.DTYPE = "float32"
+    # Torch device.
+    cfg.SELD.UPLAM.DEVICE = "cpu"
+    # Adam learning rate of the CDBPN (the upsampling network).
+    cfg.SELD.UPLAM.LR = 3e-4
+    # Adam learning rate of LAM (D, tau, denoisers). The latent is ~1e-4 in magnitude, so steps
+    # of the CDBPN's size on tau wipe out the map; the reference's 1e-6.
+    cfg.SELD.UPLAM.LAM_LR = 1e-6
+    # lambda of the graph-TV + L1 term of the latent in the MSE-TV loss.
+    cfg.SELD.UPLAM.TV_WEIGHT = 1e-5
+    # Weight of an extra loss term mean |upsampled S32 - target S32|^2 on the CDBPN's output
+    # (0 = the reference loss only).
+    cfg.SELD.UPLAM.UPSAMPLE_LOSS_WEIGHT = 0.0
+    # Epochs at the start that train on the upsampling term alone (unweighted; LAM is idle).
+    cfg.SELD.UPLAM.WARMUP_EPOCHS = 0
+    # Frames per training step, and epochs.
+    cfg.SELD.UPLAM.BATCH_SIZE = 8
+    cfg.SELD.UPLAM.EPOCHS = 50
+    # Clips whose frames are pooled and shuffled together (memory: ~80 MB per minute of audio
+    # per clip for mel16).
+    cfg.SELD.UPLAM.SHUFFLE_CLIPS = 4
+    # Seed of the initialisation and of the frame order (epoch e's order is a function of
+    # (SEED, e), so a resumed run sees the same batches).
+    cfg.SELD.UPLAM.SEED = 0
+    # Which validation value picks best.pth (lower is better): "peak_error" (median peak error
+    # of the >= 1 kHz median map on single-source frames; needs events_dev/<split>/<seq>.csv,
+    # else "loss" is used) or "loss" (the MSE-TV loss).
+    cfg.SELD.UPLAM.BEST_METRIC = "peak_error"
+    # last.pth is written every epoch and also every CHECKPOINT_PERIOD iterations (0 = epoch ends
+    # only).
+    cfg.SELD.UPLAM.CHECKPOINT_PERIOD = 0
+    # Iterations between console lines / metrics.json / TensorBoard writes (and at epoch ends).
+    cfg.SELD.UPLAM.LOG_PERIOD = 20
+    # Frames per model call in validation.
+    cfg.SELD.UPLAM.EVAL_BATCH_SIZE = 64
+
     # ---- inference and export (seld_d2.inference, tools/infer.py) -------------------------------
     cfg.SELD.INFER = CN()
     # Frames per model call.

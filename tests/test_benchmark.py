@@ -1,5 +1,5 @@
-"""tools/benchmark.py features / train / ddp / infer: one short run each, on the CPU (numbers are not
-checked)."""
+"""tools/benchmark.py features / train / ddp / infer / uplam-train: one short run each, on the
+CPU (numbers are not checked)."""
 
 import json
 import sys
@@ -44,3 +44,11 @@ def test_features_of_each_kind(capsys):
     assert result["kind"] == "srp mvdr" and result["frames"] == 40 and result["srp_frames_per_s"] > 0
     assert benchmark.main(["features", "--frames", "8", "--batch-size", "8", "--repeats", "1"]) == 0
     assert _last_json(capsys)["uplam_frames_per_s"] > 0
+
+
+def test_uplam_train(capsys):
+    argv = ["uplam-train", "--bands", "linear9", "--batch-size", "2", "--iters", "2", "--warmup", "1"]
+    assert benchmark.main(argv + ["--clips", "1", "--seconds", "0.5", "--upsample-loss-weight", "0.1"]) == 0
+    result = _last_json(capsys)
+    assert result["benchmark"] == "uplam-train" and result["frames_per_s"] > 0
+    assert result["steps_per_epoch"] == 3

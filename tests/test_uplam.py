@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import importlib.util
 import re
+import subprocess
 import sys
 from pathlib import Path
 
@@ -353,6 +354,36 @@ def test_train_tool_help(capsys):
         train_uplam.main(["--help"])
     assert e.value.code == 0
     assert "10 log10(1 / MSE)" in capsys.readouterr().out
+    code = (
+        "import runpy, sys\nsys.argv = ['train_uplam', '--help']\ntry:\n"
+        "    runpy.run_path('tools/train_uplam.py', run_name='__main__')\nexcept SystemExit:\n    pass\n"
+        "print('torch' in sys.modules, file=sys.stderr)"
+    )
+    done = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True)
+    assert done.stderr.strip() == "False"  # --help answers before the slow imports
+
+
+def test_train_tool_config_file_and_opts(tmp_path, capsys):
+    make_dataset(tmp_path / "data", train=1)
+    cfg = tmp_path / "uplam.yaml"
+    cfg.write_text("SELD:\n  UPLAM:\n    EPOCHS: 1\n    STEERING: fixed\n    PRIOR: none\n")
+    out = tmp_path / "run"
+    args = tool_args(
+        tmp_path / "data", out, "--config-file", str(cfg), "SELD.UPLAM.UPSAMPLE_LOSS_WEIGHT", "0.5"
+    )
+    assert train_uplam.main(args) == 0
+    ckpt = load_checkpoint(out / "last.pth")
+    assert ckpt["config"]["steering"] == "fixed" and ckpt["config"]["prior"] == "none" and ckpt["epoch"] == 1
+    assert "loss_upsample" in (out / "metrics.json").read_text()
+    assert "UPSAMPLE_LOSS_WEIGHT: 0.5" in (out / "config.yaml").read_text()
+    capsys.readouterr()
+    assert train_uplam.main(tool_args(tmp_path / "data", out, "SELD.UPLAM.NO_SUCH_KEY", "1")) == 1
+    assert train_uplam.main(tool_args(tmp_path / "data", out, "SELD.UPLAM.PRIOR", "nearest")) == 1
+    (tmp_path / "file").write_text("")
+    assert train_uplam.main(tool_args(tmp_path / "data", tmp_path / "file")) == 1
+    err = [line for line in capsys.readouterr().err.splitlines() if "train_uplam:" in line]
+    assert len(err) == 3, err
+    assert "NO_SUCH_KEY" in err[0] and "PRIOR" in err[1] and "not a folder" in err[2]
 
 
 def test_float32_model_matches_float64_copy():

@@ -6,6 +6,8 @@ object with the numbers.
   train      one training step of the 19-channel detector (img/s), and the data path (frames/s)
   ddp        training steps in N CPU processes over gloo (img/s of the global batch), the cost of
              rebuilding the DDP wrapper (unfreezing) vs find_unused_parameters per step
+  uplam-train  UpLAM self-supervised training steps (UpLAMTrainer.run_step, data path included),
+             frames/s
   synth      one synthetic scene (free-field render, labels, video, files), real-time factor
   infer      the detector's forward pass (img/s) and wav + frames -> submission JSON (frames/s)
   metric     the official metric: fast implementation vs the plain reference (tools/bench_metric.py)
@@ -604,6 +606,72 @@ def bench_infer(args: argparse.Namespace) -> dict:
     return result
 
 
+def bench_uplam_train(args: argparse.Namespace) -> dict:
+    """UpLAMTrainer steps on generated 32-ch clips (plane waves): frames/s including the
+    visibilities of the data stream, and the time per step; no validation."""
+    import tempfile
+
+    import soundfile as sf
+
+    from seld_d2 import add_seld_config
+    from seld_d2.acoustics.render import render_plane_wave
+    from seld_d2.engine.uplam_data import scan_splits
+    from seld_d2.engine.uplam_trainer import UpLAMTrainer
+
+    from detectron2.config import get_cfg
+    from detectron2.utils.events import EventStorage
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    if args.device.startswith("cuda") and not torch.cuda.is_available():
+        raise SystemExit("error: --device cuda asked for, but torch sees no CUDA device")
+    rng = np.random.default_rng(0)
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp) / "eigen_dev" / "bench"
+        folder.mkdir(parents=True)
+        for i in range(args.clips):
+            n = int(args.seconds * FS)
+            audio = render_plane_wave(rng.standard_normal(n), 40.0 * i, 10.0, em32_positions(), FS)
+            sf.write(folder / f"clip{i}.wav", 0.1 * audio / np.abs(audio).max(), FS, subtype="FLOAT")
+        clips, _ = scan_splits(tmp, ["bench"])
+        cfg = get_cfg()
+        add_seld_config(cfg)
+        cfg.OUTPUT_DIR = str(Path(tmp) / "out")
+        u = cfg.SELD.UPLAM
+        u.BANDS, u.BATCH_SIZE, u.DTYPE, u.DEVICE = args.bands, args.batch_size, args.dtype, args.device
+        u.UPSAMPLE_LOSS_WEIGHT = args.upsample_loss_weight
+        trainer = UpLAMTrainer(cfg, clips, clips[:1])
+        trainer.resume_or_load(resume=False)
+        sync = torch.cuda.synchronize if args.device.startswith("cuda") else (lambda: None)
+        with EventStorage(0) as trainer.storage:
+            for trainer.iter in range(args.warmup):
+                trainer.run_step()
+            sync()
+            t0 = time.perf_counter()
+            for trainer.iter in range(args.warmup, args.warmup + args.iters):
+                trainer.run_step()
+            sync()
+            elapsed = time.perf_counter() - t0
+    frames = args.iters * args.batch_size
+    result = {
+        "benchmark": "uplam-train",
+        "frames_per_s": round(frames / elapsed, 1),
+        "step_ms": round(1000 * elapsed / args.iters, 1),
+        "batch_size": args.batch_size,
+        "bands": args.bands,
+        "dtype": args.dtype,
+        "device": args.device,
+        "threads": torch.get_num_threads(),
+        "steps_per_epoch": trainer.clock.iters_per_epoch,
+    }
+    print(
+        f"uplam-train: {result['frames_per_s']} frames/s ({result['step_ms']} ms per step of "
+        f"{args.batch_size} frames, {args.bands}, {args.dtype}, data path included) on {args.device}, "
+        f"{result['threads']} threads"
+    )
+    return result
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="which", required=True)
@@ -669,6 +737,19 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     d.add_argument(
         "--epoch", type=int, default=7, help="train the stages the schedule trains at this epoch (default 7)"
     )
+    ut = sub.add_parser("uplam-train", help="UpLAM training speed (frames/s)")
+    ut.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
+    ut.add_argument("--bands", default="mel16", help="band layout (default mel16)")
+    ut.add_argument("--batch-size", type=int, default=8, help="frames per step (default 8)")
+    ut.add_argument("--dtype", default="float32", choices=["float32", "float64"])
+    ut.add_argument("--iters", type=int, default=20, help="timed steps (default 20)")
+    ut.add_argument("--warmup", type=int, default=3, help="untimed steps first (default 3)")
+    ut.add_argument("--clips", type=int, default=2, help="generated 32-ch clips (default 2)")
+    ut.add_argument("--seconds", type=float, default=4.0, help="length of each clip (default 4 s)")
+    ut.add_argument(
+        "--upsample-loss-weight", type=float, default=0.0, help="SELD.UPLAM.UPSAMPLE_LOSS_WEIGHT (default 0)"
+    )
+    ut.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: all cores)")
     i = sub.add_parser("infer", help="detector inference (img/s) and wav+frames -> JSON (frames/s)")
     i.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
     i.add_argument("--batch", type=int, default=2, help="frames per model call (default 2)")
@@ -707,6 +788,7 @@ def main(argv: list[str] | None = None) -> int:
         "synth": bench_synth,
         "train": bench_train,
         "ddp": bench_ddp,
+        "uplam-train": bench_uplam_train,
         "infer": bench_infer,
         "metric": bench_metric.bench_metric,
     }[args.which](args)

@@ -44,7 +44,11 @@ logger = logging.getLogger(__name__)
 
 class AtomicCheckpointer(DetectionCheckpointer):
     """A DetectionCheckpointer whose checkpoint and ``last_checkpoint`` files are written to a
-    temporary file and renamed, so an interrupted save never corrupts the last good state."""
+    temporary file and renamed, so an interrupted save never corrupts the last good state.
+    Saving a checkpoint named in ``untagged`` leaves ``last_checkpoint`` (what ``--resume``
+    continues from) as it is."""
+
+    untagged: tuple[str, ...] = ("model_best",)
 
     def save(self, name: str, **kwargs) -> None:
         if not self.save_dir or not self.save_to_disk:
@@ -58,7 +62,7 @@ class AtomicCheckpointer(DetectionCheckpointer):
         self.logger.info("Saving checkpoint to %s", path)
         with atomic_open(path, "wb") as f:
             torch.save(data, f)
-        if name != "model_best":
+        if name not in self.untagged:
             self.tag_last_checkpoint(basename)
 
     def tag_last_checkpoint(self, last_filename_basename: str) -> None:
