@@ -64,6 +64,7 @@ class SynthConfig:
     scene: SceneConfig = field(default_factory=SceneConfig)
     backend: str = "freefield"
     reflection_order: int = 0
+    material: str | None = None  # audiblelight: one material for every room (default: by absorption)
     video_size: tuple[int, int] | None = (360, 180)  # None: no frames
     labels: bool = True
     dry_sources: str | None = None
@@ -212,7 +213,7 @@ class ClipSynthesizer:
 
     def __init__(self, config: SynthConfig, label_solver: Callable | None = None):
         self.config = config
-        self.renderer = make_renderer(config.backend, config.fs, config.reflection_order)
+        self.renderer = make_renderer(config.backend, config.fs, config.reflection_order, config.material)
         self.library = DrySourceLibrary(config.dry_sources) if config.dry_sources else None
         self.labeller = (
             LabelMaker(config.fs, config.label_bands, solver=label_solver) if config.labels else None
@@ -309,7 +310,7 @@ class ClipSynthesizer:
         clip.timings["video"] = time.perf_counter() - t2
 
     def scene_info(self, clip: Clip) -> dict:
-        cfg = self.config
+        cfg, room = self.config, clip.scene.room
         return {
             "sequence": clip.name,
             "duration_s": clip.scene.duration,
@@ -319,11 +320,13 @@ class ClipSynthesizer:
             "room_size_m": [round(v, 4) for v in clip.scene.room.size],
             "mic_position_m": [round(v, 4) for v in clip.scene.room.mic],
             "absorption": round(clip.scene.room.absorption, 4),
+            "room_notch_m": None if room.notch is None else [round(v, 4) for v in room.notch],
             "noise": None if clip.scene.noise is None else asdict(clip.scene.noise),
             "sensor_noise_db": cfg.sensor_noise_db,
             "mix_gain": round(clip.gain, 6),
             "num_events": len(clip.scene.events),
             "num_annotations": len(clip.annotations),
+            **self.renderer.info(clip.scene),
         }
 
 

@@ -8,10 +8,12 @@ Kaiser-windowed-sinc fractional delays (flat to ~11 kHz at 24 kHz). The dry sign
 with it (overlap-add) over the event's span only, and added into the mix. Capsules are treated as
 omnidirectional points (no rigid-sphere scattering), as in ``acoustics.render``.
 
-**audiblelight** (optional extra ``pip install -e '.[synth]'``): a shoebox mesh made with
-trimesh, an Eigenmike32 at the room's array position and static events at the scene's positions,
-rendered with AudibleLight's ray tracer. Its capsule order is matched to ours from the capsule
-coordinates, and event directions are re-read from the emitters it actually placed.
+**audiblelight** (optional extra ``pip install -e '.[synth]'``): the scene's room as a trimesh
+mesh (shoebox or L-shaped, ``.glb``) of the AudibleLight material nearest its absorption, an
+Eigenmike32 at the array position and one emitter per event, ray-traced by AudibleLight's RLR
+backend; the responses are calibrated to the free-field direct-path gain and convolved here with
+their whole tails (see :class:`AudibleLightRenderer`). Its capsule order is matched to ours from
+the capsule coordinates.
 
 **Diffuse noise**: a spherically isotropic field, synthesised in the frequency domain with the
 coherence ``sinc(2 f d_mn / c)`` between capsules m, n (d_mn their distance), coloured white,
@@ -21,8 +23,8 @@ pink (-3 dB/oct) or brown (-6 dB/oct).
 from __future__ import annotations
 
 import math
-import os
 import tempfile
+from contextlib import contextmanager
 from functools import lru_cache
 from pathlib import Path
 
@@ -30,12 +32,14 @@ import numpy as np
 import scipy.fft as sfft
 
 from ...acoustics.audio import SAMPLE_RATE
-from ...acoustics.geometry import SPEED_OF_SOUND, em32_positions, unit_to_azel
+from ...acoustics.geometry import SPEED_OF_SOUND, em32_positions
 from .scene import Event, Room, Scene
 
 FD_HALF_WIDTH = 16  # taps either side of a fractional delay
 FD_KAISER_BETA = 8.0
 BACKENDS = ("freefield", "audiblelight")
+# AudibleLight materials never drawn for a room (they can still be asked for by name).
+NOT_ROOM_MATERIALS = frozenset({"Grass", "Gravel", "Snow", "Soil", "Water", "Foliage", "Sound Proof"})
 
 
 class BackendUnavailable(RuntimeError):
@@ -143,6 +147,10 @@ class FreeFieldRenderer:
         self.fs = int(fs)
         self.reflection_order = int(reflection_order)
         self.mics = em32_positions() if mic_positions is None else np.asarray(mic_positions, np.float64)
+
+    def info(self, scene: Scene) -> dict:
+        """What the clip's scene record adds for this backend (nothing)."""
+        return {}
 
     def render(self, scene: Scene, signals: list[np.ndarray]) -> tuple[np.ndarray, tuple[Event, ...]]:
         """Mix of all events, float32 (M, num_samples) (channels first), and the events as rendered
@@ -289,8 +297,24 @@ def _match_capsules(theirs: np.ndarray, ours: np.ndarray, tol: float = 0.005) ->
 
 
 class AudibleLightRenderer:
-    """Ray-traced rendering with AudibleLight (optional extra). Written against audiblelight 0.1.x;
-    any failure inside the library is reported as one ``RuntimeError`` line.
+    """Ray-traced rendering with AudibleLight 0.1.2's RLR world state (optional extra).
+
+    Per clip: the scene's room as a ``.glb`` mesh (:mod:`.rooms`) of the AudibleLight material
+    whose absorption is nearest the room's, an Eigenmike32 at the room's array position, one emitter
+    per event at its exact position; one ray-tracing run gives every capsule's impulse response,
+    at ``ir_rate`` (48 kHz by default: the ray tracer's direct path is a single-sample tap, so
+    delays between capsules are quantised to 1/ir_rate) and resampled to ``fs``.
+
+    AudibleLight's own event stage (``synthesize.render_event_audio``) is not used: it normalises
+    every event (peak to the SNR, then its mean level to ``ref_db + snr``, discarding our level and
+    the distance), cuts each event to its dry length (no reverberation tail) and draws unset event
+    parameters from unseeded generators. Instead each response is scaled so that its direct path
+    has the free-field gain ``1 / distance`` at every capsule (the ray tracer's direct tap is
+    ``~0.3 / distance``), and the scaled dry signal is convolved with the whole response, tail
+    included. So an event's table ``level_db`` is the level of its direct sound at 1 m, exactly as
+    for the free-field renderer; the room adds its reverberation on top. Python's, numpy's and
+    torch's global generators are seeded from the scene (and restored) around AudibleLight's code;
+    the ray tracer itself is deterministic (same scene, same responses).
 
     Raises:
         BackendUnavailable: audiblelight or trimesh is not installed.
@@ -298,7 +322,13 @@ class AudibleLightRenderer:
 
     name = "audiblelight"
 
-    def __init__(self, fs: int = SAMPLE_RATE, reflection_order: int = 0):
+    def __init__(
+        self,
+        fs: int = SAMPLE_RATE,
+        reflection_order: int = 0,
+        ir_rate: int = 48000,
+        material: str | None = None,
+    ):
         try:
             import audiblelight  # noqa: F401
             import trimesh  # noqa: F401
@@ -307,91 +337,190 @@ class AudibleLightRenderer:
                 f"the audiblelight backend needs the optional extra ({err.name} is not installed): "
                 "pip install -e '.[synth]'"
             ) from None
-        self.fs = int(fs)
+        if ir_rate % fs:
+            raise ValueError(f"ir_rate must be a multiple of fs ({fs}), got {ir_rate}")
+        self.fs, self.ir_rate = int(fs), int(ir_rate)
+        materials = dict(_materials())
+        if material is not None and material not in materials:
+            raise ValueError(
+                f"unknown AudibleLight material {material!r}; use one of {', '.join(sorted(materials))}"
+            )
+        self.material = material
+        self.timings: dict[str, float] = {}
+
+    def material_of(self, room: Room) -> tuple[str, float]:
+        """(name, mean absorption) of the material the room is rendered with: the fixed one, or
+        the indoor material nearest the room's absorption."""
+        if self.material is not None:
+            return self.material, dict(_materials())[self.material]
+        return nearest_material(room.absorption)
+
+    def info(self, scene: Scene) -> dict:
+        """What the clip's scene record adds for this backend."""
+        name, absorption = self.material_of(scene.room)
+        return {"room_shape": scene.room.shape, "material": name, "material_absorption": round(absorption, 4)}
 
     def render(self, scene: Scene, signals: list[np.ndarray]) -> tuple[np.ndarray, tuple[Event, ...]]:
+        """Float32 (32, num_samples) mix (channels first) and the events (unchanged: they are
+        placed exactly where the scene put them). Errors inside AudibleLight are one RuntimeError."""
         try:
-            return self._render(scene, signals)
+            irs = self.impulse_responses(scene)
         except (BackendUnavailable, ValueError):
             raise
         except Exception as err:
             raise RuntimeError(f"audiblelight backend failed: {type(err).__name__}: {err}") from err
+        n = int(round(scene.duration * self.fs))
+        mix = np.zeros((len(irs[0]) if irs else 32, n), np.float32)
+        for ev, sig, h in zip(scene.events, signals, irs, strict=True):
+            add_convolved(mix, sig, h.T, int(round(ev.onset * self.fs)))
+        return mix, tuple(scene.events)
 
-    def _render(self, scene: Scene, signals: list[np.ndarray]) -> tuple[np.ndarray, tuple[Event, ...]]:
-        import soundfile as sf
-        import trimesh
-        from audiblelight.core import Scene as ALScene
-        from audiblelight.synthesize import (
-            generate_scene_audio_from_events,
-            render_audio_for_all_scene_events,
-        )
+    def impulse_responses(self, scene: Scene) -> list[np.ndarray]:
+        """Each event's calibrated response at the em32 in our capsule order, at ``fs``:
+        float64 (32, L) per event (direct path ``1 / d`` at a capsule d metres away)."""
+        import time
 
+        from scipy.signal import resample_poly
+
+        from .rooms import write_room_mesh
+
+        if not scene.events:
+            return []
+        t0 = time.perf_counter()
         room = scene.room
         centre = np.asarray(room.mic, np.float64)
-        with tempfile.TemporaryDirectory(prefix="seld_d2_al_") as tmp:
-            box = trimesh.creation.box(extents=room.size)
-            box.apply_translation(np.asarray(room.size) / 2.0)
-            box.invert()  # normals facing into the room
-            mesh_path = Path(tmp) / "room.obj"
-            box.export(mesh_path)
-            al = ALScene(
-                duration=scene.duration,
-                backend="rlr",
-                sample_rate=self.fs,
-                backend_kwargs=dict(mesh=str(mesh_path), add_to_context=False),
-                max_overlap=max(scene.config.max_overlap, 1) + 1,
-                ref_db=scene.config.ref_db,
-                allow_duplicate_audios=True,
+        material, _ = self.material_of(room)
+        with tempfile.TemporaryDirectory(prefix="seld_d2_al_") as tmp, _seeded(_scene_seed(scene)), _quiet():
+            from audiblelight.worldstate import WorldStateRLR
+
+            mesh = write_room_mesh(room, Path(tmp) / f"room_{room.shape}.glb")
+            state = WorldStateRLR(
+                mesh=str(mesh),
+                sample_rate=self.ir_rate,
+                add_to_context=False,
+                material=material,
+                # The scene already keeps events inside the room and 0.5 m from the array; two
+                # events at different times may share a place.
+                empty_space_around_emitter=1e-3,
+                empty_space_around_surface=0.05,
+                empty_space_around_mic=0.05,
+                rlr_kwargs=dict(thread_count=1),
             )
-            al.add_microphone(microphone_type="eigenmike32", alias="em32", position=centre.tolist())
-            for ev, sig in zip(scene.events, signals, strict=True):
-                wav = os.path.join(tmp, f"event{ev.instance_id:03d}.wav")
-                sf.write(wav, sig.astype(np.float32), self.fs, subtype="FLOAT")
-                al.add_event(
-                    event_type="static",
-                    filepath=wav,
-                    alias=f"event{ev.instance_id:03d}",
-                    position=(centre + ev.position).tolist(),
-                    polar=False,
-                    ensure_direct_path=False,
-                    scene_start=ev.onset,
-                    event_start=0.0,
-                    duration=ev.offset - ev.onset,
-                    snr=ev.snr_db,
-                    class_id=ev.category_id,
-                )
-            render_audio_for_all_scene_events(al)
-            generate_scene_audio_from_events(al)
-            mic = al.get_microphone("em32")
-            caps = np.asarray(mic.coordinates_absolute, np.float64) - np.asarray(
-                mic.coordinates_center, np.float64
-            )
-            perm = _match_capsules(caps, em32_positions())
-            audio = np.asarray(al.audio["em32"], np.float64).T[:, perm]
-            events = []
+            state.add_microphone(microphone_type="eigenmike32", position=centre.tolist(), alias="em32")
             for ev in scene.events:
-                emitter = al.get_event(f"event{ev.instance_id:03d}").emitters[0]
-                rel = np.asarray(emitter.coordinates_absolute, np.float64) - np.asarray(
-                    mic.coordinates_center
+                state.add_emitter(
+                    position=(centre + ev.position).tolist(),
+                    alias=f"event{ev.instance_id:03d}",
+                    keep_existing=True,
                 )
-                az, el = unit_to_azel(rel)
-                events.append(
-                    Event(
-                        ev.instance_id, ev.category_id, ev.onset, ev.offset,
-                        round(float(az), 3), round(float(el), 3), round(float(np.linalg.norm(rel)), 4),
-                        ev.snr_db, ev.level_db,
-                    )
-                )  # fmt: skip
-        n = int(round(scene.duration * self.fs))
-        out = np.zeros((n, audio.shape[1]))
-        out[: min(n, len(audio))] = audio[:n]
-        return out, tuple(events)
+            t1 = time.perf_counter()
+            state.simulate()
+            raw = np.asarray(state.get_irs()["em32"], np.float64)  # (32, E, L) at ir_rate
+            mic = state.get_microphone("em32")
+            caps = np.asarray(mic.coordinates_absolute, np.float64) - centre
+        t2 = time.perf_counter()
+        ours = em32_positions()
+        raw = raw[_match_capsules(caps, ours)]
+        out = []
+        for j, ev in enumerate(scene.events):
+            h = raw[:, j, :]
+            d = np.linalg.norm(ev.position[None, :] - ours, axis=1)
+            # The direct tap: the largest one up to 2 ms after the free-field arrival time.
+            last = min(h.shape[1], int(np.ceil((d.max() / SPEED_OF_SOUND + 0.002) * self.ir_rate)))
+            tap = np.max(np.abs(h[:, :last]), axis=1)
+            if not np.all(tap > 0):
+                raise RuntimeError(f"audiblelight backend: event {ev.instance_id} has no direct path")
+            h = h * (np.sum(1.0 / d) / np.sum(tap))
+            nz = np.flatnonzero(np.any(h != 0.0, axis=0))
+            h = h[:, : nz[-1] + 1]
+            if self.ir_rate != self.fs:
+                # resample_poly's filter has unit DC gain at the output rate: the tap's amplitude
+                # becomes the band-limited impulse's area, as for the free-field fractional delays.
+                h = resample_poly(h, 1, self.ir_rate // self.fs, axis=1) * (self.ir_rate // self.fs)
+            out.append(h)
+        self.timings = {"setup": t1 - t0, "ray_tracing": t2 - t1, "events": len(scene.events)}
+        return out
 
 
-def make_renderer(backend: str = "freefield", fs: int = SAMPLE_RATE, reflection_order: int = 0):
-    """The renderer of a backend name; raises BackendUnavailable / ValueError."""
+def nearest_material(absorption: float) -> tuple[str, float]:
+    """AudibleLight's material (name, mean absorption over its 500-4000 Hz bands) whose mean
+    absorption is nearest ``absorption``, among those of indoor surfaces."""
+    indoor = [m for m in _materials() if m[0] not in NOT_ROOM_MATERIALS]
+    return min(indoor, key=lambda m: (abs(m[1] - absorption), m[0]))
+
+
+@lru_cache(maxsize=1)
+def _materials() -> tuple[tuple[str, float], ...]:
+    """Every material of AudibleLight's database: (name, mean absorption over 500-4000 Hz)."""
+    import json
+
+    from audiblelight.worldstate import MATERIALS_JSON
+
+    out = []
+    with open(MATERIALS_JSON) as f:
+        for mat in json.load(f)["materials"]:
+            curve = np.asarray(mat["absorption"], np.float64).reshape(-1, 2)  # (freq, value) pairs
+            band = curve[(curve[:, 0] >= 500) & (curve[:, 0] <= 4000), 1]
+            out.append((str(mat["name"]), float(band.mean() if band.size else curve[:, 1].mean())))
+    return tuple(out)
+
+
+def _scene_seed(scene: Scene) -> int:
+    """A 32-bit seed from the scene's content (the scene is itself drawn from the clip's seed)."""
+    import zlib
+
+    return zlib.crc32(repr((scene.room, scene.events)).encode())
+
+
+@contextmanager
+def _seeded(seed: int):
+    """Seed Python's, numpy's global (which scipy.stats uses by default) and torch's generators,
+    restoring their states afterwards."""
+    import random
+
+    py_state, np_state = random.getstate(), np.random.get_state()
+    try:
+        import torch
+    except ImportError:
+        torch = None
+    torch_state = torch.random.get_rng_state() if torch is not None else None
+    random.seed(seed)
+    np.random.seed(seed)
+    if torch is not None:
+        torch.manual_seed(seed)
+    try:
+        yield
+    finally:
+        random.setstate(py_state)
+        np.random.set_state(np_state)
+        if torch is not None:
+            torch.random.set_rng_state(torch_state)
+
+
+@contextmanager
+def _quiet():
+    """AudibleLight logs every step at INFO level through loguru: silence it while rendering."""
+    try:
+        from loguru import logger
+    except ImportError:
+        yield
+        return
+    logger.disable("audiblelight")
+    try:
+        yield
+    finally:
+        logger.enable("audiblelight")
+
+
+def make_renderer(
+    backend: str = "freefield", fs: int = SAMPLE_RATE, reflection_order: int = 0, material: str | None = None
+):
+    """The renderer of a backend name (``material``: audiblelight only, a fixed material instead of
+    the one nearest each room's absorption); raises BackendUnavailable / ValueError."""
     if backend == "freefield":
+        if material is not None:
+            raise ValueError("a material is an audiblelight setting (freefield uses the absorption)")
         return FreeFieldRenderer(fs, reflection_order)
     if backend == "audiblelight":
-        return AudibleLightRenderer(fs, reflection_order)
+        return AudibleLightRenderer(fs, reflection_order, material=material)
     raise ValueError(f"unknown backend {backend!r}; use one of {', '.join(BACKENDS)}")

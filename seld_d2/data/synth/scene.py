@@ -1,6 +1,7 @@
 """Scene sampling: which events happen when and where (SPEC §5, the report's settings).
 
-A scene is a shoebox room with the em32 at a random point inside it, and static events, each with
+A scene is a room (a shoebox, or with ``l_room_probability`` an L-shaped room: a full-height block
+cut from one corner) with the em32 at a random point inside it, and static events, each with
 a class, a 100 ms-aligned onset and duration, a direction and distance from the array, and a
 level. Defaults are the report's: 5-20 events per 60 s (scaled with the duration for shorter
 clips), at most 4 active at once, 0.5-3 m from the array and within +-0.3 m of its height,
@@ -53,6 +54,10 @@ class SceneConfig:
     room_size: tuple[tuple[float, float], ...] = ((4.0, 10.0), (4.0, 10.0), (2.5, 4.0))
     absorption_range: tuple[float, float] = (0.2, 0.7)
     wall_margin: float = 0.2
+    # Share of L-shaped rooms (0: shoeboxes only, as the free-field image sources assume); the cut
+    # block spans these fractions of the room's length and width.
+    l_room_probability: float = 0.0
+    notch_fraction: tuple[float, float] = (0.25, 0.45)
 
     def __post_init__(self) -> None:
         problems = []
@@ -74,6 +79,10 @@ class SceneConfig:
             problems.append(f"noise_probability must be in [0, 1], got {self.noise_probability}")
         if not self.classes or any(not 0 <= c < NUM_CLASSES for c in self.classes):
             problems.append(f"classes must be a non-empty subset of 0-{NUM_CLASSES - 1}, got {self.classes}")
+        if not 0.0 <= self.l_room_probability <= 1.0:
+            problems.append(f"l_room_probability must be in [0, 1], got {self.l_room_probability}")
+        if not 0.0 < self.notch_fraction[0] <= self.notch_fraction[1] <= 0.45:
+            problems.append(f"notch_fraction must satisfy 0 < low <= high <= 0.45, got {self.notch_fraction}")
         if not 0.0 <= self.min_separation_deg < 90.0:
             problems.append(f"min_separation_deg must be in [0, 90), got {self.min_separation_deg}")
         if problems:
@@ -128,11 +137,55 @@ class Event:
 @dataclass(frozen=True)
 class Room:
     """A shoebox ``[0, size]`` with the array centre at ``mic``; ``absorption`` is the energy
-    absorption coefficient of every wall (used by the reflections and the video)."""
+    absorption coefficient of every wall (used by the reflections, the ray tracer's material and
+    the video). With ``notch = (nx, ny)`` the full-height block ``[sx - nx, sx] x [sy - ny, sy]`` is
+    not part of the room (an L-shaped floor plan)."""
 
     size: tuple[float, float, float]
     mic: tuple[float, float, float]
     absorption: float
+    notch: tuple[float, float] | None = None
+
+    @property
+    def shape(self) -> str:
+        return "shoebox" if self.notch is None else "L"
+
+    def floor_plan(self) -> np.ndarray:
+        """Corners of the floor polygon, counter-clockwise from the origin, (K, 2); every point of
+        the room is visible from the first corner (the fan of triangles from it covers it)."""
+        sx, sy = self.size[0], self.size[1]
+        if self.notch is None:
+            return np.array([[0.0, 0.0], [sx, 0.0], [sx, sy], [0.0, sy]])
+        x0, y0 = sx - self.notch[0], sy - self.notch[1]
+        return np.array([[0.0, 0.0], [sx, 0.0], [sx, y0], [x0, y0], [x0, sy], [0.0, sy]])
+
+    def contains(self, point: np.ndarray, margin: float = 0.0) -> bool:
+        """An absolute point (3,) lies inside the room, at least ``margin`` from every wall."""
+        p, size = np.asarray(point, np.float64), np.asarray(self.size, np.float64)
+        if not (np.all(p >= margin) and np.all(p <= size - margin)):
+            return False
+        if self.notch is None:
+            return True
+        return bool(p[0] <= size[0] - self.notch[0] - margin or p[1] <= size[1] - self.notch[1] - margin)
+
+    def visible(self, a: np.ndarray, b: np.ndarray) -> bool:
+        """The segment between absolute points a and b does not cross the cut block."""
+        if self.notch is None:
+            return True
+        lo = np.array([self.size[0] - self.notch[0], self.size[1] - self.notch[1]])
+        hi = np.array([self.size[0], self.size[1]])
+        a2, d = np.asarray(a, np.float64)[:2], np.asarray(b, np.float64)[:2] - np.asarray(a, np.float64)[:2]
+        t0, t1 = 0.0, 1.0
+        for k in range(2):  # slab test of the segment against the block's floor rectangle
+            if abs(d[k]) < 1e-12:
+                if not lo[k] < a2[k] < hi[k]:
+                    return True
+                continue
+            ta, tb = sorted(((lo[k] - a2[k]) / d[k], (hi[k] - a2[k]) / d[k]))
+            t0, t1 = max(t0, ta), min(t1, tb)
+            if t0 >= t1:
+                return True
+        return False
 
 
 @dataclass(frozen=True)
@@ -179,12 +232,29 @@ def _sample_room(cfg: SceneConfig, rng: np.random.Generator) -> Room:
         float(rng.uniform(margin, size[1] - margin)),
         float(rng.uniform(1.0, max(1.0, min(2.0, size[2] - margin)))),
     )
-    return Room(size, mic, float(rng.uniform(*cfg.absorption_range)))  # type: ignore[arg-type]
+    room = Room(size, mic, float(rng.uniform(*cfg.absorption_range)))  # type: ignore[arg-type]
+    # Drawn after the shoebox so that l_room_probability = 0 leaves every scene as it was.
+    if cfg.l_room_probability > 0 and rng.random() < cfg.l_room_probability:
+        notch = (
+            float(size[0] * rng.uniform(*cfg.notch_fraction)),
+            float(size[1] * rng.uniform(*cfg.notch_fraction)),
+        )
+        room = Room(size, mic, room.absorption, notch)  # type: ignore[arg-type]
+        while not room.contains(np.asarray(room.mic), margin):
+            mic = (
+                float(rng.uniform(margin, size[0] - margin)),
+                float(rng.uniform(margin, size[1] - margin)),
+                mic[2],
+            )
+            room = Room(size, mic, room.absorption, notch)  # type: ignore[arg-type]
+    return room
 
 
 def _inside(room: Room, pos: np.ndarray, margin: float) -> bool:
+    """A position relative to the array lies in the room (``margin`` from the walls) and in sight
+    of the array."""
     p = np.asarray(room.mic) + pos
-    return bool(np.all(p >= margin) and np.all(p <= np.asarray(room.size) - margin))
+    return room.contains(p, margin) and room.visible(np.asarray(room.mic), p)
 
 
 def _sample_position(
