@@ -24,7 +24,7 @@ setup(
         "av>=12",  # PyAV: frame extraction from the STARSS23 videos
     ],
     extras_require={
-        "synth": ["audiblelight", "trimesh"],
+        "synth": ["audiblelight==0.1.2", "trimesh==4.6.11"],  # the versions the backend is tested with
         "dev": ["pytest>=7", "ruff>=0.5"],
     },
 )
