@@ -300,6 +300,22 @@ def _note(notes: LabelNotes | None, kind: str, path: str | os.PathLike, detail: 
         notes.add(kind, path, detail=detail)
 
 
+def check_on_canvas(arr: np.ndarray, path: str | os.PathLike, where: str, rows: Any = None) -> None:
+    """Raise LabelError naming the first point of an (N, 3) polygon that is not finite or lies
+    off the 360 x 180 canvas (x in [0, 360], y in [0, 180]); ``rows`` (the points as read) is
+    what the message quotes, ``arr`` itself when not given."""
+    finite = np.isfinite(arr).all(axis=1)
+    if not finite.all():
+        i = int(np.argmin(finite))
+        shown = rows[i] if rows is not None else arr[i].tolist()
+        raise LabelError(path, f"{where}[{i}]", f"non-finite value in {shown!r}")
+    for axis, name, hi in ((0, "x", CANVAS_W), (1, "y", CANVAS_H)):
+        out = (arr[:, axis] < 0) | (arr[:, axis] > hi)
+        if out.any():
+            i = int(np.argmax(out))
+            raise LabelError(path, f"{where}[{i}]", f"{name}={arr[i, axis]:g} outside the canvas [0, {hi}]")
+
+
 def _parse_polygon(poly: Any, where: str, path: str | os.PathLike, gt_values: bool) -> np.ndarray:
     if not isinstance(poly, list) or not poly:
         raise LabelError(path, where, "must be a non-empty list of [x, y, v] triplets")
@@ -312,15 +328,7 @@ def _parse_polygon(poly: Any, where: str, path: str | os.PathLike, gt_values: bo
         raise LabelError(
             path, f"{where}[{bad}]", f"must be an [x, y, v] triplet of numbers, got {poly[bad]!r}"
         )
-    finite = np.isfinite(arr).all(axis=1)
-    if not finite.all():
-        i = int(np.argmin(finite))
-        raise LabelError(path, f"{where}[{i}]", f"non-finite value in {poly[i]!r}")
-    for axis, name, hi in ((0, "x", CANVAS_W), (1, "y", CANVAS_H)):
-        out = (arr[:, axis] < 0) | (arr[:, axis] > hi)
-        if out.any():
-            i = int(np.argmax(out))
-            raise LabelError(path, f"{where}[{i}]", f"{name}={arr[i, axis]:g} outside the canvas [0, {hi}]")
+    check_on_canvas(arr, path, where, poly)
     if gt_values:
         out = (arr[:, 2] <= 0) | (arr[:, 2] > 1)
         if out.any():

@@ -58,7 +58,7 @@ from scipy.spatial import Delaunay, QhullError
 from ..data.classes import CLASS_NAMES
 from ..data.labels import CANVAS_H as LABEL_H
 from ..data.labels import CANVAS_W as LABEL_W
-from ..data.labels import Annotation, LabelError, LabelNotes
+from ..data.labels import Annotation, LabelError, LabelNotes, check_on_canvas
 
 CANVAS_W, CANVAS_H = 100, 50  # the metric's canvas; labels live on LABEL_W x LABEL_H = 360 x 180
 THRESHOLDS: tuple[float, ...] = (0.25, 0.5, 0.75)
@@ -770,15 +770,7 @@ def _official_polygon(poly: Any, path: str, where: str) -> np.ndarray:
     if arr is None or arr.ndim != 2 or arr.shape[1] != 3:
         shape = "ragged or not numeric" if arr is None else f"shape {arr.shape}"
         raise LabelError(path, where, f"must be an N x 3 array of [x, y, v], got {shape}")
-    finite = np.isfinite(arr).all(axis=1)
-    if not finite.all():
-        i = int(np.argmin(finite))
-        raise LabelError(path, f"{where}[{i}]", f"non-finite value in {arr[i].tolist()!r}")
-    for axis, name, hi in ((0, "x", LABEL_W), (1, "y", LABEL_H)):
-        out = (arr[:, axis] < 0) | (arr[:, axis] > hi)
-        if out.any():
-            i = int(np.argmax(out))
-            raise LabelError(path, f"{where}[{i}]", f"{name}={arr[i, axis]:g} outside the canvas [0, {hi}]")
+    check_on_canvas(arr, path, where)
     return arr
 
 
