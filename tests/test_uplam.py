@@ -396,3 +396,28 @@ def test_float32_model_matches_float64_copy():
         x32 = narrow.latent(S4)
     assert x32.dtype == torch.float32
     assert torch.max(torch.abs(x32.double() - x64)) < 1e-3 * torch.max(torch.abs(x64))
+
+
+def test_psd_part_gradient_is_the_spectral_derivative_and_finite_when_eigenvalues_coincide():
+    from seld_d2.acoustics.uplam import psd_part
+
+    g = torch.Generator().manual_seed(0)
+    X = torch.randn(3, 5, 5, dtype=torch.complex128, generator=g)
+    S = (0.5 * (X + X.mH)).requires_grad_()
+    assert torch.autograd.gradcheck(lambda A: psd_part(0.5 * (A + A.mH)), (S,))
+    for M in (torch.zeros(2, 4, 4, dtype=torch.complex64), torch.ones(6, 1) @ torch.ones(1, 6) + 0j):
+        M.requires_grad_()
+        (psd_part(M) @ torch.randn(M.shape[-1], 3, generator=g).to(M.dtype)).abs().sum().backward()
+        assert torch.isfinite(M.grad).all()
+
+
+def test_training_step_with_the_prior_over_a_silent_frame():
+    """The interpolation prior upsamples a silent frame to an all-zero 32x32 matrix (32 equal
+    eigenvalues) and any frame to rank 4; eigh's own backward gave 'ill-defined' errors there."""
+    torch.manual_seed(0)
+    model = UpLAM([1000.0, 2000.0], steering="per_band", prior="interpolation", calibrate=True)
+    S4, S32 = frame_pairs(plane_wave_em32(30, 0, seconds=0.2), [1000.0, 2000.0])
+    S4, S32 = torch.cat([S4, torch.zeros_like(S4[:1])]), torch.cat([S32, torch.zeros_like(S32[:1])])
+    S_hat, latent = model(S4)
+    mse_tv_loss(S_hat, S32, latent, model.neighbours).backward()
+    assert all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)

@@ -308,15 +308,17 @@ class LAM(nn.Module):
     def project(self, re: Tensor, im: Tensor) -> Tensor:
         """Imaging before the denoisers: Hermitian S = re + j im (batch, B, M, M) -> x
         (batch, B, N)."""
-        w, V = torch.linalg.eigh(torch.complex(re, im))
-        power = torch.relu(w)
+        S = torch.complex(re, im)
         if torch.is_grad_enabled():
-            # Training batches are small: the per-frame product D^H V is cheaper than building
-            # (and back-propagating through) the quadratic-form operator.
-            P = self.D.conj().transpose(-1, -2) @ V  # (batch, B, N, M)
-            x = ((P.real.square() + P.imag.square()) @ power[..., None]).squeeze(-1)
+            # Training batches are small: the per-frame product S+ D is cheaper than building
+            # (and back-propagating through) the quadratic-form operator. psd_part's own backward
+            # stays finite where eigenvalues coincide (silent frames, the rank-4 prior), where
+            # eigh's backward divides by their differences.
+            D = self.D
+            x = ((psd_part(S) @ D) * D.conj()).sum(-2).real
         else:
-            S_psd = (V * power.to(V.dtype)[..., None, :]) @ V.conj().transpose(-1, -2)
+            w, V = torch.linalg.eigh(S)
+            S_psd = (V * torch.relu(w).to(V.dtype)[..., None, :]) @ V.conj().transpose(-1, -2)
             x = quadratic_form(S_psd, self.quadratic_operator())
         return x - self.tau
 
@@ -351,6 +353,40 @@ class LAM(nn.Module):
         latent (batch, B, N))."""
         x = self.latent(S)
         return steered_reconstruction(self.A, x), x
+
+
+class _PSDPart(torch.autograd.Function):
+    """``V max(L, 0) V^H`` of Hermitian ``S = V L V^H``, with the derivative of a spectral
+    function (Daleckii-Krein): ``dS+ = V (K o V^H dS V) V^H``, ``K_ij = (p_i - p_j) / (l_i - l_j)``
+    for distinct eigenvalues and the mean of the two slopes (0 or 1) for coinciding ones. ``K`` is
+    real and symmetric, so the same map is its own adjoint: the backward."""
+
+    @staticmethod
+    def forward(ctx, S: Tensor) -> Tensor:
+        w, V = torch.linalg.eigh(S)
+        ctx.save_for_backward(w, V)
+        return (V * torch.relu(w).to(V.dtype)[..., None, :]) @ V.conj().transpose(-1, -2)
+
+    @staticmethod
+    def backward(ctx, grad: Tensor) -> Tensor:
+        w, V = ctx.saved_tensors
+        p = torch.relu(w)
+        dw = w[..., :, None] - w[..., None, :]
+        dp = p[..., :, None] - p[..., None, :]
+        # Eigenvalues closer than float rounding of the largest count as equal.
+        tol = 64 * torch.finfo(w.dtype).eps * w.abs().amax(-1, keepdim=True)[..., None]
+        distinct = dw.abs() > tol
+        pos = (w > 0).to(w.dtype)
+        slope = 0.5 * (pos[..., :, None] + pos[..., None, :])
+        K = torch.where(distinct, dp / torch.where(distinct, dw, torch.ones_like(dw)), slope)
+        Vh = V.conj().transpose(-1, -2)
+        return V @ (K.to(V.dtype) * (Vh @ grad @ V)) @ Vh
+
+
+def psd_part(S: Tensor) -> Tensor:
+    """The positive semidefinite part ``V max(L, 0) V^H`` of Hermitian S (..., M, M), with a
+    backward that stays finite for repeated eigenvalues."""
+    return _PSDPart.apply(S)
 
 
 def hermitian_features(S: Tensor) -> Tensor:
