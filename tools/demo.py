@@ -162,7 +162,7 @@ def main(argv: list[str] | None = None) -> int:
         step("[2/6] training UpLAM (self-supervised, 4x4 -> 32x32 visibilities)")
         rc = train_uplam.main(
             ["--root", str(root), "--train-split", TRAIN, "--val-split", TEST, "--out", str(out / "uplam"),
-             "--epochs", str(args.uplam_epochs), "--max-clips", str(args.uplam_clips), "--lr", "3e-4",
+             "--epochs", str(args.uplam_epochs), "--max-clips", str(args.uplam_clips), "--lr", "3e-5",
              "--seed", str(args.seed)]
         )  # fmt: skip
         if rc:
