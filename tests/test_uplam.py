@@ -27,6 +27,7 @@ from seld_d2.acoustics.uplam import (
     LAM,
     UpLAM,
     checkpoint_hash,
+    export_checkpoint,
     hermitian_features,
     interpolation_operator,
     load_checkpoint,
@@ -279,6 +280,35 @@ def test_checkpoint_round_trip(tmp_path):
     assert re.fullmatch(r"[0-9a-f]{16}", h) and h == checkpoint_hash(path)
     wide = UpLAM.from_checkpoint(path, dtype=torch.float64)
     assert wide.latent(S4).dtype == torch.float64
+
+
+def test_float16_export_keeps_the_latent(tmp_path):
+    """export_checkpoint stores the weights as float16 and no trainer state: about half the size,
+    and the float32 latent moves by a small fraction of its peak (the weights' relative rounding
+    is 2^-11; the latent is a few multiply-accumulates deep in them)."""
+    torch.manual_seed(0)
+    model = UpLAM(bands="mel16", steering="per_band", prior="interpolation", calibrate=True)
+    with torch.no_grad():
+        for p in model.cdbpn.parameters():
+            p.add_(0.01 * torch.randn_like(p))
+    full, half = tmp_path / "full.pth", tmp_path / "half.pth"
+    save_checkpoint(full, model, torch.optim.Adam(model.parameters()), epoch=1)
+    export_checkpoint(full, half)
+    ckpt = load_checkpoint(half)
+    assert set(ckpt) == {"model", "config", "source_hash", "stored_dtype"}
+    assert all(v.dtype == torch.float16 for v in ckpt["model"].values() if v.is_floating_point())
+    assert half.stat().st_size < 0.55 * full.stat().st_size - 0  # the optimizer state is gone too
+    S4, _ = frame_pairs(render_clip(np.random.default_rng(3), 0.5), "mel16")
+    with torch.no_grad():
+        a = UpLAM.from_checkpoint(full).latent(S4.to(torch.complex64))
+        b = UpLAM.from_checkpoint(half).latent(S4.to(torch.complex64))
+    assert b.dtype == torch.float32
+    err = (a - b).abs().amax(dim=-1) / a.abs().amax(dim=-1).clamp_min(1e-30)
+    print("float16 export: max latent error", float(err.max()))
+    assert err.max() < 5e-3, err.max()
+    with pytest.raises(ValueError, match="baseline|not an UpLAM checkpoint"):
+        torch.save({"cdbpn.feat0_rel.conv.weight": torch.zeros(1)}, tmp_path / "base.pth")
+        export_checkpoint(tmp_path / "base.pth", tmp_path / "x.pth")
 
 
 # --------------------------------------------------------------------------------------------

@@ -18,7 +18,7 @@ from seld_d2.acoustics.uplam import UpLAM, load_checkpoint
 from seld_d2.data.synth.generate import event_table
 from seld_d2.data.synth.scene import Event
 from seld_d2.engine.uplam_data import FrameBatches, scan_splits
-from seld_d2.engine.uplam_trainer import UpLAMTrainer, UpLAMValidator, uplam_losses
+from seld_d2.engine.uplam_trainer import UpLAMTrainer, UpLAMValidator, selection_key, uplam_losses
 
 from detectron2.config import get_cfg
 from detectron2.engine import HookBase
@@ -52,7 +52,8 @@ def config(root: Path, out: Path, *opts):
     cfg.merge_from_list(
         ["SELD.UPLAM.TRAIN_SPLITS", ["train"], "SELD.UPLAM.VAL_SPLITS", ["val"],
          "SELD.UPLAM.BANDS", "linear9", "SELD.UPLAM.BATCH_SIZE", 2, "SELD.UPLAM.SHUFFLE_CLIPS", 1,
-         "SELD.UPLAM.LR", 1e-3, "SELD.UPLAM.LAM_LR", 1e-5, "SELD.UPLAM.LOG_PERIOD", 3, *opts]
+         "SELD.UPLAM.LR", 1e-3, "SELD.UPLAM.LAM_LR", 1e-5, "SELD.UPLAM.TAU_LR", 1e-5,
+         "SELD.UPLAM.LOG_PERIOD", 3, *opts]
     )  # fmt: skip
     cfg.freeze()
     return cfg
@@ -186,3 +187,26 @@ def test_resume_refuses_another_model(data, tmp_path):
     b = UpLAMTrainer(config(data, tmp_path, "SELD.UPLAM.EPOCHS", 2, "SELD.UPLAM.STEERING", "fixed"))
     with pytest.raises(ValueError, match="was trained with"):
         b.resume_or_load(resume=True)
+
+
+def test_tau_has_its_own_learning_rate(data, tmp_path):
+    """TAU_LR 0 (the default) leaves LAM's offset where it starts while D and the CDBPN learn."""
+    cfg = config(data, tmp_path / "run", "SELD.UPLAM.EPOCHS", 1, "SELD.UPLAM.TAU_LR", 0.0)
+    trainer = UpLAMTrainer(cfg)
+    groups = {g["name"]: g for g in trainer.optimizer.param_groups}
+    assert groups["tau"]["params"] == [trainer.model.lam.tau] and groups["tau"]["lr"] == 0.0
+    assert all(p is not trainer.model.lam.tau for p in groups["lam"]["params"])
+    tau0, D0 = trainer.model.lam.tau.detach().clone(), trainer.model.lam.D_real.detach().clone()
+    trainer.resume_or_load(resume=False)
+    trainer.train()
+    assert torch.equal(trainer.model.lam.tau, tau0)
+    assert not torch.equal(trainer.model.lam.D_real, D0)
+
+
+def test_best_epoch_ties_go_to_the_higher_psnr():
+    a = selection_key({"peak_error": 4.1, "psnr": 12.0}, "peak_error")
+    b = selection_key({"peak_error": 4.1, "psnr": 14.0}, "peak_error")
+    c = selection_key({"peak_error": 3.0, "psnr": 5.0}, "peak_error")
+    nan = selection_key({"peak_error": float("nan"), "psnr": 30.0}, "peak_error")
+    assert c < b < a < nan
+    assert selection_key({"loss": 1.0}, "loss") < selection_key({"loss": 2.0}, "loss")

@@ -13,6 +13,10 @@ linear ones) unless --inexact is given.
 seld_d2 loads a baseline-format file directly (FeatureExtractor, tools/extract_features.py
 --checkpoint, SELD.AUDIO.UPLAM_CHECKPOINT); converting it is optional.
 
+With --float16, a seld_d2 checkpoint is written again in seld_d2's format with its weights
+stored as float16 and without trainer state (optimizer, iteration): half the size, for shipping
+(checkpoints/uplam_mel16.pth was made this way).
+
 Example:
     python tools/convert_uplam.py UpLAM.pth uplam_linear9.pth
 """
@@ -22,7 +26,9 @@ from __future__ import annotations
 import argparse
 import sys
 
-from seld_d2.acoustics.uplam import convert_checkpoint
+import torch
+
+from seld_d2.acoustics.uplam import convert_checkpoint, export_checkpoint
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -40,12 +46,21 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         action="store_true",
         help="write a baseline state dict even when the baseline's code would not reproduce the model",
     )
+    p.add_argument(
+        "--float16",
+        action="store_true",
+        help="seld_d2 -> seld_d2 with float16 weights and no trainer state (smaller, for shipping)",
+    )
     return p.parse_args(argv)
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     try:
+        if args.float16:
+            export_checkpoint(args.input, args.output, torch.float16)
+            print(f"seld_d2 -> seld_d2 (float16 weights): {args.input} -> {args.output}")
+            return 0
         written = convert_checkpoint(args.input, args.output, bands=args.bands, inexact=args.inexact)
     except (FileNotFoundError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)

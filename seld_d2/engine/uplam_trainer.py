@@ -3,8 +3,8 @@
 Settings are ``cfg.SELD.UPLAM`` (``seld_d2/config.py``); data are :mod:`.uplam_data`'s frames.
 Each step computes the upsampled visibilities once and feeds them to LAM: the loss is the MSE-TV
 loss, plus ``UPSAMPLE_LOSS_WEIGHT`` times the MSE of the upsampled visibilities against the
-32-channel target (during the first ``WARMUP_EPOCHS`` epochs that MSE alone). Adam with two
-parameter groups: the CDBPN at ``LR`` and LAM at ``LAM_LR``.
+32-channel target (during the first ``WARMUP_EPOCHS`` epochs that MSE alone). Adam with three
+parameter groups: the CDBPN at ``LR``, LAM's D and denoisers at ``LAM_LR``, its tau at ``TAU_LR``.
 
 Hooks, in order: iteration timer, RNG state, epoch validation (MSE-TV loss; PSNR and mean
 absolute difference of the max-normalised latent against the APGD map of the target; where
@@ -85,11 +85,14 @@ def build_uplam(cfg) -> UpLAM:
 
 
 def build_uplam_optimizer(cfg, model: UpLAM) -> torch.optim.Adam:
-    """Adam with the groups ``cdbpn`` (``LR``) and ``lam`` (``LAM_LR``)."""
+    """Adam with the groups ``cdbpn`` (``LR``), ``lam`` (LAM's D and denoisers, ``LAM_LR``) and
+    ``tau`` (``TAU_LR``)."""
     u = cfg.SELD.UPLAM
+    lam = [p for name, p in model.lam.named_parameters() if name != "tau"]
     groups = [
         {"params": list(model.cdbpn.parameters()), "lr": u.LR, "name": "cdbpn"},
-        {"params": list(model.lam.parameters()), "lr": u.LAM_LR, "name": "lam"},
+        {"params": lam, "lr": u.LAM_LR, "name": "lam"},
+        {"params": [model.lam.tau], "lr": u.TAU_LR, "name": "tau"},
     ]
     if sum(len(g["params"]) for g in groups) != len(list(model.parameters())):
         raise RuntimeError("UpLAM has parameters outside its CDBPN and LAM")
@@ -215,16 +218,27 @@ class UpLAMValidator:
 # --------------------------------------------------------------------------------------------
 
 
+def selection_key(scalars: dict[str, float], metric: str) -> tuple[float, float]:
+    """What ``best.pth`` minimises: (``metric``, -PSNR). The median peak error takes the grid's
+    few values (4.1 deg is one step), so equal errors are common; the higher PSNR against APGD
+    breaks the tie. A missing or NaN value ranks last."""
+
+    def finite(x: float | None) -> float:
+        return math.inf if x is None or not math.isfinite(x) else x
+
+    return finite(scalars.get(metric)), finite(-scalars["psnr"] if "psnr" in scalars else None)
+
+
 class EpochValidation(HookBase):
     """At every epoch end: validate, put the values into the EventStorage (``val/...``,
     ``val_psnr_band/...``, ``val_mad_band/...``, ``epoch/train_loss``), decide whether the epoch
-    is the best so far (lower ``metric``), and print one line. Keeps the epoch's running train
-    loss, the best value and the last validation in its state (so a resumed epoch reports the
-    same)."""
+    is the best so far (lower ``metric``; ties, frequent for the grid-quantised median peak
+    error, go to the higher PSNR), and print one line. Keeps the epoch's running train loss, the
+    best value and the last validation in its state (so a resumed epoch reports the same)."""
 
     def __init__(self, clock: EpochClock, validator: UpLAMValidator, metric: str, epochs: int):
         self.clock, self.validator, self.metric, self.epochs = clock, validator, metric, epochs
-        self.best = math.inf
+        self.best: tuple[float, float] = (math.inf, math.inf)
         self.improved = False
         self.last: dict[str, float] = {}
         self._train_sum, self._train_steps = 0.0, 0
@@ -254,7 +268,7 @@ class EpochValidation(HookBase):
                 f"val_psnr_band/{b:02d}_{hz:.0f}Hz", m["psnr_per_band"][b], smoothing_hint=False
             )
             storage.put_scalar(f"val_mad_band/{b:02d}_{hz:.0f}Hz", m["mad_per_band"][b], smoothing_hint=False)
-        value = scalars.get(self.metric, math.inf)
+        value = selection_key(scalars, self.metric)
         self.improved = value < self.best
         self.best = min(self.best, value)
         self.last = {k: float(v) for k, v in scalars.items()}
@@ -270,14 +284,14 @@ class EpochValidation(HookBase):
 
     def state_dict(self) -> dict:
         return {
-            "best": self.best,
+            "best": list(self.best),
             "last": dict(self.last),
             "train_sum": self._train_sum,
             "train_steps": self._train_steps,
         }
 
     def load_state_dict(self, state: dict) -> None:
-        self.best, self.last = state["best"], dict(state["last"])
+        self.best, self.last = tuple(state["best"]), dict(state["last"])
         self._train_sum, self._train_steps = state["train_sum"], state["train_steps"]
 
 
@@ -330,7 +344,7 @@ class EpochCheckpoints(HookBase):
             "global_step": it + 1,
             "val": dict(self.validation.last),
             "best_metric": self.validation.metric,
-            "best_value": self.validation.best,
+            "best_value": self.validation.best[0],
         }
         self.checkpointer.save("last", **extra)
         if self.clock.is_end(it) and self.validation.improved:
