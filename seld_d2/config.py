@@ -123,6 +123,9 @@ def add_seld_config(cfg: CN) -> CN:
     cfg.SELD.UPLAM.PRIOR = "interpolation"
     # Scale LAM's delay-and-sum start per band to the least-squares reconstruction gain.
     cfg.SELD.UPLAM.CALIBRATE = True
+    # Scaling of the CDBPN's input: "none" (the reference) or "trace" (each frame's and band's
+    # visibilities divided by their mean power, the output multiplied back: level-equivariant).
+    cfg.SELD.UPLAM.INPUT_SCALING = "none"
     # Model precision: "float32" or "float64" (the reference's).
     cfg.SELD.UPLAM.DTYPE = "float32"
     # Torch device.

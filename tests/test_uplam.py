@@ -282,6 +282,29 @@ def test_checkpoint_round_trip(tmp_path):
     assert wide.latent(S4).dtype == torch.float64
 
 
+def test_trace_input_scaling_makes_the_upsampling_level_equivariant(tmp_path):
+    torch.manual_seed(0)
+    kw = dict(bands="linear9", steering="per_band", prior="interpolation", dtype=torch.float64)
+    plain, scaled = UpLAM(**kw), UpLAM(**kw, input_scaling="trace")
+    scaled.load_state_dict(plain.state_dict())
+    with torch.no_grad():
+        for model in (plain, scaled):
+            for p in model.cdbpn.parameters():
+                p.add_(0.01)  # biases included: a level-independent output the scaling removes
+    S = random_hermitian((3, 9, 4, 4))
+    S = S @ S.conj().transpose(-1, -2)  # PSD, positive trace
+    with torch.no_grad():
+        a, b = scaled.upsample(1e-4 * S), 1e-4 * scaled.upsample(S)
+        assert torch.allclose(a, b, rtol=1e-9, atol=0)
+        assert not torch.allclose(plain.upsample(1e-4 * S), 1e-4 * plain.upsample(S), rtol=1e-3)
+        silent = scaled.upsample(torch.zeros_like(S))
+    assert torch.isfinite(silent).all()
+    save_checkpoint(tmp_path / "m.pth", scaled)
+    assert UpLAM.from_checkpoint(tmp_path / "m.pth").input_scaling == "trace"
+    with pytest.raises(ValueError, match="input scaling"):
+        UpLAM(bands="linear9", input_scaling="rms")
+
+
 def test_float16_export_keeps_the_latent(tmp_path):
     """export_checkpoint stores the weights as float16 and no trainer state: about half the size,
     and the float32 latent moves by a small fraction of its peak (the weights' relative rounding

@@ -34,6 +34,7 @@ from .visibility import BandSpec, band_centres, band_name
 
 STEERING_MODES = ("fixed", "per_band")
 PRIORS = ("none", "interpolation")
+INPUT_SCALINGS = ("none", "trace")
 HERMITIAN_MODES = ("mean", "lower")
 DENOISER_KERNELS = (3, 5, 7, 9)
 
@@ -443,6 +444,10 @@ class UpLAM(nn.Module):
         calibrate: LAM's ``calibrate`` (see :class:`LAM`).
         hermitian: how the CDBPN output is made Hermitian (:class:`CDBPN`): ``mean`` (this
             project's) or ``lower`` (the official baseline's, set when loading its checkpoint).
+        input_scaling: ``none`` (the reference) or ``trace``: the CDBPN sees each frame's and
+            band's visibilities divided by their mean power ``tr(S4) / 4`` and its output is
+            multiplied back, so the upsampling is level-equivariant (``CDBPN(a S) = a CDBPN(S)``)
+            and its biases cannot add a level-independent visibility that outweighs quiet frames.
     """
 
     def __init__(
@@ -453,10 +458,14 @@ class UpLAM(nn.Module):
         prior: str = "none",
         calibrate: bool = False,
         hermitian: str = "mean",
+        input_scaling: str = "none",
     ):
         super().__init__()
         if prior not in PRIORS:
             raise ValueError(f"unknown prior {prior!r}; use one of {PRIORS}")
+        if input_scaling not in INPUT_SCALINGS:
+            raise ValueError(f"unknown input scaling {input_scaling!r}; use one of {INPUT_SCALINGS}")
+        self.input_scaling = input_scaling
         centres = band_centres(bands)
         self.band_centres = [float(f) for f in centres]
         self.band_name = band_name(bands)
@@ -490,6 +499,7 @@ class UpLAM(nn.Module):
             "prior": self.prior,
             "calibrate": self.calibrate,
             "hermitian": self.cdbpn.hermitian,
+            "input_scaling": self.input_scaling,
         }
 
     @property
@@ -500,7 +510,13 @@ class UpLAM(nn.Module):
         if S4.ndim != 4 or S4.shape[1:] != (self.num_bands, 4, 4):
             raise ValueError(f"expected visibilities (batch, {self.num_bands}, 4, 4), got {tuple(S4.shape)}")
         S4 = S4.to(device=self.lam.tau.device, dtype=self.complex_dtype)
-        re, im = self.cdbpn.forward_parts(S4.real, S4.imag)
+        if self.input_scaling == "trace":
+            power = torch.diagonal(S4.real, dim1=-2, dim2=-1).mean(-1)[..., None, None]
+            scale = power.clamp_min(torch.finfo(power.dtype).tiny)
+            re, im = self.cdbpn.forward_parts(S4.real / scale, S4.imag / scale)
+            re, im = re * scale, im * scale
+        else:
+            re, im = self.cdbpn.forward_parts(S4.real, S4.imag)
         if self._prior_op is None:
             return re, im
         key = (S4.device, S4.dtype)
@@ -558,6 +574,7 @@ class UpLAM(nn.Module):
             prior=cfg.get("prior", "none"),
             calibrate=cfg.get("calibrate", False),
             hermitian=cfg.get("hermitian", "mean"),
+            input_scaling=cfg.get("input_scaling", "none"),
         )
         model.band_name = cfg.get("band_name", model.band_name)
         model.load_state_dict(ckpt["model"])

@@ -80,7 +80,14 @@ def build_uplam(cfg) -> UpLAM:
     u = cfg.SELD.UPLAM
     torch.manual_seed(u.SEED)
     dtype = {"float32": torch.float32, "float64": torch.float64}[u.DTYPE]
-    model = UpLAM(parse_bands(u.BANDS), u.STEERING, dtype=dtype, prior=u.PRIOR, calibrate=u.CALIBRATE)
+    model = UpLAM(
+        parse_bands(u.BANDS),
+        u.STEERING,
+        dtype=dtype,
+        prior=u.PRIOR,
+        calibrate=u.CALIBRATE,
+        input_scaling=u.INPUT_SCALING,
+    )
     return model.to(torch.device(u.DEVICE))
 
 
