@@ -11,7 +11,10 @@ Writes, under --out, for each clip <seq> of --split:
 
 Defaults are the technical report's settings: 5-20 static events per 60 s, at most 4 at once,
 0.5-3 m from the array within +-0.3 m of its height, reference level -50 dB, diffuse background
-noise with probability 0.5. The same --seed gives byte-identical files. BLAS runs single-threaded
+noise with probability 0.5. The video varies each object's look within its class's family, leaves
+30 % of the sounding events invisible and adds 3 silent distractors per clip (--video-style plain:
+flat class colours, every event, no distractor, the old frames). Video settings never change the
+audio, labels or event table. The same --seed gives byte-identical files. BLAS runs single-threaded
 (many tiny matrix operations; threads only contend on small machines).
 
 Example:
@@ -32,7 +35,13 @@ import time  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 from seld_d2.acoustics.streaming import MAP_SOLVERS, solve_maps
-from seld_d2.data.synth import BackendUnavailable, SceneConfig, SynthConfig, synthesize_split  # noqa: E402
+from seld_d2.data.synth import (  # noqa: E402
+    BackendUnavailable,
+    SceneConfig,
+    SynthConfig,
+    VideoConfig,
+    synthesize_split,
+)
 from seld_d2.data.synth.render import BACKENDS  # noqa: E402
 from seld_d2.utils.io import WriteError, prepare_output_dir, remove_stale_temps  # noqa: E402
 
@@ -57,6 +66,22 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--video-size", type=video_size, default=(360, 180), help="frame size WxH (default 360x180)"
     )
     p.add_argument("--no-video", action="store_true", help="skip the frames")
+    p.add_argument(
+        "--video-style",
+        default="varied",
+        choices=("varied", "plain"),
+        help="varied: each object's own look within its class's family (default); plain: flat class "
+        "colours (the old look; with it the next two default to 0)",
+    )
+    p.add_argument(
+        "--invisible-share",
+        type=float,
+        default=None,
+        help="share of sounding events without an object in the video (default 0.3; plain 0)",
+    )
+    p.add_argument(
+        "--distractors", type=int, default=None, help="silent objects per clip (default 3; plain 0)"
+    )
     p.add_argument("--no-labels", action="store_true", help="skip the labels (APGD maps)")
     p.add_argument(
         "--label-solver",
@@ -136,8 +161,15 @@ def main(argv: list[str] | None = None) -> int:
             noise_probability=args.noise_prob,
             min_separation_deg=args.min_separation,
         )
+        plain = args.video_style == "plain"
+        video = VideoConfig(
+            args.video_style,
+            (0.0 if plain else 0.3) if args.invisible_share is None else args.invisible_share,
+            (0 if plain else 3) if args.distractors is None else args.distractors,
+        )
         config = SynthConfig(
             scene=scene,
+            video=video,
             backend=args.backend,
             reflection_order=args.reflection_order,
             video_size=None if args.no_video else args.video_size,

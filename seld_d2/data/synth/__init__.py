@@ -9,7 +9,7 @@ from .labels import Annotation, LabelMaker, annotations_to_json
 from .render import BackendUnavailable, make_renderer
 from .scene import Event, Scene, SceneConfig, polyphony, sample_scene
 from .sources import DrySourceLibrary, dry_source, procedural_source
-from .video import VideoRenderer
+from .video import VideoConfig, VideoRenderer, VisualObject
 
 __all__ = [
     "Annotation",
@@ -22,7 +22,9 @@ __all__ = [
     "Scene",
     "SceneConfig",
     "SynthConfig",
+    "VideoConfig",
     "VideoRenderer",
+    "VisualObject",
     "annotations_to_json",
     "clip_seed",
     "dry_source",

@@ -47,7 +47,7 @@ from .labels import Annotation, LabelMaker, annotations_to_json
 from .render import diffuse_noise, make_renderer
 from .scene import FRAME_SECONDS, Event, Scene, SceneConfig, sample_scene
 from .sources import DrySourceLibrary, dry_source
-from .video import VideoRenderer
+from .video import VideoConfig, VideoRenderer, VisualObject
 
 EVENT_TABLE_HEADER = (
     "instance_id,category_id,class_name,onset_s,offset_s,azimuth_deg,elevation_deg,distance_m,snr_db,level_db"
@@ -66,6 +66,7 @@ class SynthConfig:
     reflection_order: int = 0
     material: str | None = None  # audiblelight: one material for every room (default: by absorption)
     video_size: tuple[int, int] | None = (360, 180)  # None: no frames
+    video: VideoConfig = field(default_factory=VideoConfig)  # look, invisible share, distractors
     labels: bool = True
     dry_sources: str | None = None
     sensor_noise_db: float | None = None  # uncorrelated self-noise of every capsule, dBFS RMS (off)
@@ -218,7 +219,7 @@ class ClipSynthesizer:
         self.labeller = (
             LabelMaker(config.fs, config.label_bands, solver=label_solver) if config.labels else None
         )
-        self.video = VideoRenderer(*config.video_size) if config.video_size else None
+        self.video = VideoRenderer(*config.video_size, config.video) if config.video_size else None
 
     def synthesize(self, seed: np.random.SeedSequence, name: str = "clip") -> Clip:
         """One clip in memory: scene, dry sources, render, noise, labels (see :class:`Clip`)."""
@@ -287,6 +288,7 @@ class ClipSynthesizer:
         root = Path(root)
         seq, fs = clip.name, self.config.fs
         t0 = time.perf_counter()
+        objects = self.video.objects(clip.scene, clip.video_seed) if self.video is not None else None
         write_wav(root / "eigen_dev" / split / f"{seq}.wav", clip.em32, fs)
         write_wav(root / "mic_dev" / split / f"{seq}.wav", clip.mic, fs)
         t1 = time.perf_counter()
@@ -298,19 +300,43 @@ class ClipSynthesizer:
         with atomic_open(events_dir / f"{seq}.csv", "w") as f:
             f.write(event_table(clip.scene.events))
         with atomic_open(events_dir / f"{seq}_scene.json", "w") as f:
-            f.write(json.dumps(self.scene_info(clip), indent=1) + "\n")
+            f.write(json.dumps(self.scene_info(clip, objects), indent=1) + "\n")
         t2 = time.perf_counter()
         clip.timings["write_labels"] = t2 - t1
         if self.video is not None:
             frame_dir = root / "frames_dev" / split / seq
             frame_dir.mkdir(parents=True, exist_ok=True)
             rng = np.random.default_rng(clip.video_seed)
-            for k, frame in enumerate(self.video.frames(clip.scene, rng)):
+            for k, frame in enumerate(self.video.frames(clip.scene, rng, objects)):
                 write_png(frame_dir / f"{seq}_{k:04d}.png", frame)
         clip.timings["video"] = time.perf_counter() - t2
 
-    def scene_info(self, clip: Clip) -> dict:
+    def scene_info(self, clip: Clip, objects: list[VisualObject] | None = None) -> dict:
+        """The clip's settings as JSON-ready data; with the video's ``objects``, which events it
+        shows and its distractors (class, direction, distance, frames)."""
         cfg, room = self.config, clip.scene.room
+        video = None
+        if objects is not None:
+            shown = {o.instance_id for o in objects if o.sounding}
+            video = {
+                "style": cfg.video.style,
+                "invisible_share": cfg.video.invisible_share,
+                "invisible_instances": [
+                    e.instance_id for e in clip.scene.events if e.instance_id not in shown
+                ],
+                "distractors": [
+                    {
+                        "category_id": o.category_id,
+                        "onset_frame": o.onset_frame,
+                        "offset_frame": o.offset_frame,
+                        "azimuth_deg": round(o.azimuth, 3),
+                        "elevation_deg": round(o.elevation, 3),
+                        "distance_m": round(o.distance, 4),
+                    }
+                    for o in objects
+                    if not o.sounding
+                ],
+            }
         return {
             "sequence": clip.name,
             "duration_s": clip.scene.duration,
@@ -326,6 +352,7 @@ class ClipSynthesizer:
             "mix_gain": round(clip.gain, 6),
             "num_events": len(clip.scene.events),
             "num_annotations": len(clip.annotations),
+            "video": video,
             **self.renderer.info(clip.scene),
         }
 
