@@ -602,6 +602,35 @@ def test_synthesize_cli_runs(tmp_path, capsys):
     assert info["style"] == "plain" and info["invisible_share"] == 0.0 and len(info["distractors"]) == 2
 
 
+def test_workers_give_the_same_files_and_a_bad_clip_does_not_stop_the_others(tmp_path, capsys):
+    # Bell events draw from a folder holding a readable and an unreadable clip: with seed 0 the
+    # third clip draws the unreadable one (found by trying seeds), the others do not.
+    lib = tmp_path / "lib" / "Bell"
+    lib.mkdir(parents=True)
+    sf.write(lib / "good.wav", 0.3 * np.sin(np.arange(12000) * 0.2), FS)
+    (lib / "bad.wav").write_bytes(b"RIFF not really a wave file")
+    tool = _tool("synthesize")
+    argv = ["--split", "s", "--num-clips", "4", "--duration", "1", "--seed", "0", "--video-size", "64x32"]
+    argv += ["--min-events", "60", "--max-events", "60", "--classes", "Clapping,Bell"]
+    argv += ["--dry-sources", str(tmp_path / "lib")]
+    for workers in (1, 2):
+        assert tool.main([*argv, "--out", str(tmp_path / f"w{workers}"), "--workers", str(workers)]) == 1
+        err = [ln for ln in capsys.readouterr().err.splitlines() if ln.strip() and "synthesising s" not in ln]
+        assert len(err) == 2 and err[0].startswith("error: clip fold9_room839_mix003 failed: ValueError: ")
+        assert "bad.wav" in err[0] and err[1].endswith(
+            "3 clips written -> " + str(tmp_path / f"w{workers}") + " [s]; 1 failed"
+        )
+    files = sorted(p.relative_to(tmp_path / "w1") for p in (tmp_path / "w1").rglob("*") if p.is_file())
+    assert len(files) == 3 * (2 + 10 + 1 + 2) and not any("mix003" in str(rel) for rel in files)
+    assert files == sorted(
+        p.relative_to(tmp_path / "w2") for p in (tmp_path / "w2").rglob("*") if p.is_file()
+    )
+    for rel in files:
+        assert filecmp.cmp(tmp_path / "w1" / rel, tmp_path / "w2" / rel, shallow=False), rel
+    with pytest.raises(ValueError, match="workers"):
+        synthesize_split(tmp_path / "w0", "s", 1, 0, SynthConfig(), progress=False, workers=0)
+
+
 def test_benchmark_synth_reports_realtime_factor(capsys):
     bench = _tool("benchmark")
     assert bench.main(["synth", "--duration", "0.5", "--no-video"]) == 0

@@ -8,7 +8,8 @@ object with the numbers.
              rebuilding the DDP wrapper (unfreezing) vs find_unused_parameters per step
   uplam-train  UpLAM self-supervised training steps (UpLAMTrainer.run_step, data path included),
              frames/s
-  synth      one synthetic scene (free-field render, labels, video, files), real-time factor
+  synth      one synthetic scene (render, labels, video, files): seconds per clip and per event,
+             real-time factor; ``--clips K --workers N`` also times a K-clip split in N processes
   video-leak how well an object's colour names its class in the synthetic video (nearest class-mean
              colour, plain vs varied look): what the RGB stream alone gives away
   infer      the detector's forward pass (img/s) and wav + frames -> submission JSON (frames/s)
@@ -34,6 +35,7 @@ from seld_d2.acoustics.features import FeatureExtractor  # noqa: E402
 from seld_d2.acoustics.geometry import TETRA_CHANNELS, em32_positions  # noqa: E402
 from seld_d2.acoustics.render import render_plane_wave  # noqa: E402
 from seld_d2.acoustics.visibility import FRAME_RATE, visibilities  # noqa: E402
+from seld_d2.data.synth.render import BACKENDS  # noqa: E402
 
 FS = 24000
 
@@ -185,13 +187,14 @@ def bench_synth(args: argparse.Namespace) -> dict:
     import os
     import tempfile
 
-    from seld_d2.data.synth import ClipSynthesizer, SceneConfig, SynthConfig, clip_seed
+    from seld_d2.data.synth import ClipSynthesizer, SceneConfig, SynthConfig, clip_seed, synthesize_split
     from seld_d2.data.synth.blas import set_blas_threads
 
     set_blas_threads(args.blas_threads)
     w, h = (int(v) for v in args.video_size.lower().split("x"))
     config = SynthConfig(
         scene=SceneConfig(duration=args.duration, noise_probability=args.noise_prob),
+        backend=args.backend,
         reflection_order=args.reflection_order,
         video_size=None if args.no_video else (w, h),
     )
@@ -207,13 +210,37 @@ def bench_synth(args: argparse.Namespace) -> dict:
             elapsed = time.perf_counter() - t0
             if elapsed < best:
                 best, best_clip = elapsed, clip
+        split = None
+        if args.clips > 0:
+            t0 = time.perf_counter()
+            synthesize_split(
+                Path(root) / "split",
+                "bench",
+                args.clips,
+                args.seed,
+                config,
+                progress=False,
+                workers=args.workers,
+            )
+            wall = time.perf_counter() - t0
+            split = {
+                "clips": args.clips,
+                "workers": args.workers,
+                "wall_s": round(wall, 2),
+                "s_per_clip": round(wall / args.clips, 2),
+                "set_122_clips_h": round(122 * wall / args.clips / 3600.0, 2),
+            }
+    events = len(best_clip.scene.events)
     result = {
         "benchmark": "synth",
         "duration_s": args.duration,
         "seconds": round(best, 2),
+        "s_per_clip": round(best, 2),
+        "s_per_event": round(best / max(events, 1), 2),
+        "render_s_per_event": round(best_clip.timings["render"] / max(events, 1), 2),
         "realtime_factor": round(args.duration / best, 2),
         "init_s": round(init_s, 2),
-        "events": len(best_clip.scene.events),
+        "events": events,
         "annotations": len(best_clip.annotations),
         "noise": best_clip.scene.noise is not None,
         "stages_s": {k: round(v, 2) for k, v in best_clip.timings.items()},
@@ -221,15 +248,23 @@ def bench_synth(args: argparse.Namespace) -> dict:
         "reflection_order": args.reflection_order,
         "video": None if args.no_video else f"{w}x{h}",
         "blas_threads": args.blas_threads,
+        "split": split,
         "cpus": os.cpu_count(),
         "load_avg_1min": round(os.getloadavg()[0], 2),
     }
     print(
-        f"synth: {args.duration:g} s scene ({result['events']} events, {result['annotations']} labels, "
-        f"video {result['video']}) in {best:.1f} s = {result['realtime_factor']}x real time "
+        f"synth ({config.backend}): {args.duration:g} s scene ({events} events, "
+        f"{result['annotations']} labels, video {result['video']}) in {best:.1f} s per clip = "
+        f"{result['s_per_event']} s per event "
+        f"(rendering {result['render_s_per_event']} s per event) = {result['realtime_factor']}x real time "
         f"(best of {args.repeats}; set-up {init_s:.1f} s; load average {result['load_avg_1min']} "
         f"on {result['cpus']} CPUs)"
     )
+    if split is not None:
+        print(
+            f"synth split: {args.clips} clips in {split['wall_s']} s with {args.workers} workers = "
+            f"{split['s_per_clip']} s per clip; 122 such clips: {split['set_122_clips_h']} h"
+        )
     return result
 
 
@@ -757,6 +792,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--repeats", type=int, default=1, help="scenes timed (different seeds); the best is reported"
     )
     s.add_argument("--blas-threads", type=int, default=1, help="OpenBLAS threads (default 1)")
+    s.add_argument(
+        "--backend",
+        default="freefield",
+        choices=BACKENDS,
+        help="renderer (default freefield)",
+    )
+    s.add_argument(
+        "--clips", type=int, default=0, help="also time a split of this many clips (default 0: no)"
+    )
+    s.add_argument("--workers", type=int, default=1, help="processes of that split (default 1)")
     v = sub.add_parser("video-leak", help="how well colour names the class in the synthetic video")
     v.add_argument(
         "--scenes", type=int, default=200, help="scenes, half to fit and half to score (default 200)"

@@ -4,7 +4,15 @@ dry sources, em32 rendering (free field or AudibleLight), STAIRS26-style labels 
 Entry points: :func:`synthesize_split` (and ``tools/synthesize.py``), :class:`ClipSynthesizer`.
 """
 
-from .generate import Clip, ClipSynthesizer, SynthConfig, clip_seed, sequence_name, synthesize_split
+from .generate import (
+    Clip,
+    ClipSynthesizer,
+    SynthConfig,
+    SynthesisError,
+    clip_seed,
+    sequence_name,
+    synthesize_split,
+)
 from .labels import Annotation, LabelMaker, annotations_to_json
 from .render import BackendUnavailable, make_renderer
 from .scene import Event, Scene, SceneConfig, polyphony, sample_scene
@@ -22,6 +30,7 @@ __all__ = [
     "Scene",
     "SceneConfig",
     "SynthConfig",
+    "SynthesisError",
     "VideoConfig",
     "VideoRenderer",
     "VisualObject",

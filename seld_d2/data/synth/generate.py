@@ -12,9 +12,10 @@ Per clip ``<seq>`` of split ``<split>`` under ``root``::
 
 Determinism: clip i of a split draws everything from ``SeedSequence(seed, spawn_key=(crc32(split),
 i))``, so the same seed gives byte-identical files, and a clip does not depend on how many
-others are generated. Wavs are written by a minimal float32 WAV writer (libsndfile stamps the
-current time into float files' PEAK chunk), PNGs by a minimal encoder (no ancillary chunks),
-JSON/CSV with fixed key order and rounding. Every file is written atomically.
+others are generated, nor on how many processes generate them (``workers``). Wavs are written by
+a minimal float32 WAV writer (libsndfile stamps the current time into float files' PEAK chunk),
+PNGs by a minimal encoder (no ancillary chunks), JSON/CSV with fixed key order and rounding.
+Every file is written atomically.
 
 Levels: each dry sound is scaled to its event's level (see ``scene.py``); one whose direct sound
 would peak above -6 dBFS at a capsule is turned down and the table records the level used; if
@@ -40,11 +41,11 @@ import numpy as np
 
 from ...acoustics.audio import SAMPLE_RATE
 from ...acoustics.geometry import EM32_RADIUS, TETRA_CHANNELS, em32_positions
-from ...utils.io import atomic_open
+from ...utils.io import WriteError, atomic_open
 from ..classes import CLASS_NAMES
 from .blas import blas_threads
 from .labels import Annotation, LabelMaker, annotations_to_json
-from .render import diffuse_noise, make_renderer
+from .render import BackendUnavailable, diffuse_noise, make_renderer
 from .scene import FRAME_SECONDS, Event, Scene, SceneConfig, sample_scene
 from .sources import DrySourceLibrary, dry_source
 from .video import VideoConfig, VideoRenderer, VisualObject
@@ -357,6 +358,113 @@ class ClipSynthesizer:
         }
 
 
+class SynthesisError(RuntimeError):
+    """Some clips of a split failed; the others were written. ``failed`` maps a clip name to its
+    one-line error, ``written`` lists the clips written."""
+
+    def __init__(self, failed: dict[str, str], written: list[str]):
+        self.failed, self.written = dict(failed), list(written)
+        names = ", ".join(sorted(self.failed))
+        super().__init__(
+            f"{len(self.failed)} of {len(self.failed) + len(self.written)} clips failed: {names}"
+        )
+
+
+# Errors that would fail every clip the same way: they stop the split instead of being reported.
+_FATAL = (WriteError, BackendUnavailable)
+
+
+def _run_clip(
+    synth: ClipSynthesizer, root: str | Path, split: str, seed: int, index: int, name: str
+) -> str | None:
+    """Synthesise and write one clip; returns None, or a bad clip's one-line error."""
+    try:
+        synth.write(synth.synthesize(clip_seed(seed, split, index), name), root, split)
+    except _FATAL:
+        raise
+    except Exception as err:  # a bad clip (an unreadable dry source, a failed ray tracer, ...)
+        return f"{type(err).__name__}: {err}".splitlines()[0]
+    return None
+
+
+def _worker(
+    config: SynthConfig,
+    label_solver: Callable | None,
+    root: str,
+    split: str,
+    seed: int,
+    tasks,
+    results,
+) -> None:
+    """A synthesis process: builds its synthesizer, then runs (index, name) tasks until None,
+    putting (index, name, None | error line | fatal exception) on ``results``."""
+    with blas_threads(1):
+        try:
+            synth = ClipSynthesizer(config, label_solver)
+        except Exception as err:
+            results.put((None, None, err))
+            return
+        while (task := tasks.get()) is not None:
+            index, name = task
+            try:
+                results.put((index, name, _run_clip(synth, root, split, seed, index, name)))
+            except Exception as err:
+                results.put((index, name, err))
+
+
+def _run_parallel(
+    config: SynthConfig,
+    label_solver: Callable | None,
+    root: str | Path,
+    split: str,
+    seed: int,
+    jobs: list[tuple[int, str]],
+    workers: int,
+    bar,
+) -> dict[str, str]:
+    """Run ``jobs`` [(index, name)] in ``workers`` spawned processes; returns the bad clips."""
+    import multiprocessing as mp
+    import queue
+
+    ctx = mp.get_context("spawn")  # no inherited threads or locks (fork after OpenMP can hang)
+    tasks, results = ctx.Queue(), ctx.Queue()
+    for job in jobs:
+        tasks.put(job)
+    procs = [
+        ctx.Process(
+            target=_worker, args=(config, label_solver, str(root), split, seed, tasks, results), daemon=True
+        )
+        for _ in range(workers)
+    ]
+    for proc in procs:
+        tasks.put(None)
+        proc.start()
+    failed: dict[str, str] = {}
+    pending = {name for _, name in jobs}
+    try:
+        while pending:
+            try:
+                index, name, outcome = results.get(timeout=1.0)
+            except queue.Empty:
+                if not any(proc.is_alive() for proc in procs):
+                    for name in sorted(pending):
+                        failed[name] = "the synthesis process ended without finishing this clip"
+                    break
+                continue
+            if isinstance(outcome, BaseException):
+                raise outcome
+            pending.discard(name)
+            if outcome is not None:
+                failed[name] = outcome
+            bar.update(1)
+    finally:
+        for proc in procs:
+            if proc.is_alive() and pending:
+                proc.terminate()
+            proc.join(timeout=30)
+    return failed
+
+
 def synthesize_split(
     root: str | Path,
     split: str,
@@ -367,9 +475,15 @@ def synthesize_split(
     prefix: str | None = None,
     progress: bool = True,
     label_solver: Callable | None = None,
+    workers: int = 1,
 ) -> list[str]:
     """Generate ``num_clips`` clips of a split (names ``sequence_name(split, first_index + i)``);
     returns the clip names.
+
+    ``workers`` > 1 runs clips in that many spawned processes (``label_solver`` must then be
+    picklable); the files do not depend on it. A bad clip does not stop the others: when any
+    failed, :class:`SynthesisError` is raised after the rest are written. A write error or a
+    missing backend stops the split (they would fail every clip).
 
     Runs with one OpenBLAS thread: multi-threaded OpenBLAS rounds some of the rendering's products
     differently (a 20 s clip's audio changed in the last bits with 2 threads), so the same seed
@@ -377,13 +491,25 @@ def synthesize_split(
     (see :mod:`.blas`)."""
     from tqdm import tqdm
 
-    synth = ClipSynthesizer(config or SynthConfig(), label_solver)
-    names = []
-    with blas_threads(1):
-        for i in tqdm(range(num_clips), desc=f"synthesising {split}", unit="clip", disable=not progress):
-            index = first_index + i
-            name = sequence_name(split, index, prefix)
-            clip = synth.synthesize(clip_seed(seed, split, index), name)
-            synth.write(clip, root, split)
-            names.append(name)
+    if workers < 1:
+        raise ValueError(f"workers must be >= 1, got {workers}")
+    config = config or SynthConfig()
+    jobs = [(first_index + i, sequence_name(split, first_index + i, prefix)) for i in range(num_clips)]
+    failed: dict[str, str] = {}
+    with tqdm(total=len(jobs), desc=f"synthesising {split}", unit="clip", disable=not progress) as bar:
+        if workers == 1 or len(jobs) == 1:
+            synth = ClipSynthesizer(config, label_solver)
+            with blas_threads(1):
+                for index, name in jobs:
+                    error = _run_clip(synth, root, split, seed, index, name)
+                    if error is not None:
+                        failed[name] = error
+                    bar.update(1)
+        else:
+            failed = _run_parallel(
+                config, label_solver, root, split, seed, jobs, min(workers, len(jobs)), bar
+            )
+    names = [name for _, name in jobs if name not in failed]
+    if failed:
+        raise SynthesisError({name: failed[name] for _, name in jobs if name in failed}, names)
     return names
