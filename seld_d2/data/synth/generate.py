@@ -496,9 +496,9 @@ def synthesize_split(
     config = config or SynthConfig()
     jobs = [(first_index + i, sequence_name(split, first_index + i, prefix)) for i in range(num_clips)]
     failed: dict[str, str] = {}
+    synth = ClipSynthesizer(config, label_solver)  # here too: a missing extra or bad folder fails at once
     with tqdm(total=len(jobs), desc=f"synthesising {split}", unit="clip", disable=not progress) as bar:
         if workers == 1 or len(jobs) == 1:
-            synth = ClipSynthesizer(config, label_solver)
             with blas_threads(1):
                 for index, name in jobs:
                     error = _run_clip(synth, root, split, seed, index, name)
