@@ -8,7 +8,10 @@ object with the numbers.
              rebuilding the DDP wrapper (unfreezing) vs find_unused_parameters per step
   uplam-train  UpLAM self-supervised training steps (UpLAMTrainer.run_step, data path included),
              frames/s
-  synth      one synthetic scene (free-field render, labels, video, files), real-time factor
+  synth      one synthetic scene (render, labels, video, files): seconds per clip and per event,
+             real-time factor; ``--clips K --workers N`` also times a K-clip split in N processes
+  video-leak how well an object's colour names its class in the synthetic video (nearest class-mean
+             colour, plain vs varied look): what the RGB stream alone gives away
   infer      the detector's forward pass (img/s) and wav + frames -> submission JSON (frames/s)
   metric     the official metric: fast implementation vs the plain reference (tools/bench_metric.py)
 """
@@ -32,6 +35,7 @@ from seld_d2.acoustics.features import FeatureExtractor  # noqa: E402
 from seld_d2.acoustics.geometry import TETRA_CHANNELS, em32_positions  # noqa: E402
 from seld_d2.acoustics.render import render_plane_wave  # noqa: E402
 from seld_d2.acoustics.visibility import FRAME_RATE, visibilities  # noqa: E402
+from seld_d2.data.synth.render import BACKENDS  # noqa: E402
 
 FS = 24000
 
@@ -183,13 +187,14 @@ def bench_synth(args: argparse.Namespace) -> dict:
     import os
     import tempfile
 
-    from seld_d2.data.synth import ClipSynthesizer, SceneConfig, SynthConfig, clip_seed
+    from seld_d2.data.synth import ClipSynthesizer, SceneConfig, SynthConfig, clip_seed, synthesize_split
     from seld_d2.data.synth.blas import set_blas_threads
 
     set_blas_threads(args.blas_threads)
     w, h = (int(v) for v in args.video_size.lower().split("x"))
     config = SynthConfig(
         scene=SceneConfig(duration=args.duration, noise_probability=args.noise_prob),
+        backend=args.backend,
         reflection_order=args.reflection_order,
         video_size=None if args.no_video else (w, h),
     )
@@ -205,13 +210,37 @@ def bench_synth(args: argparse.Namespace) -> dict:
             elapsed = time.perf_counter() - t0
             if elapsed < best:
                 best, best_clip = elapsed, clip
+        split = None
+        if args.clips > 0:
+            t0 = time.perf_counter()
+            synthesize_split(
+                Path(root) / "split",
+                "bench",
+                args.clips,
+                args.seed,
+                config,
+                progress=False,
+                workers=args.workers,
+            )
+            wall = time.perf_counter() - t0
+            split = {
+                "clips": args.clips,
+                "workers": args.workers,
+                "wall_s": round(wall, 2),
+                "s_per_clip": round(wall / args.clips, 2),
+                "set_122_clips_h": round(122 * wall / args.clips / 3600.0, 2),
+            }
+    events = len(best_clip.scene.events)
     result = {
         "benchmark": "synth",
         "duration_s": args.duration,
         "seconds": round(best, 2),
+        "s_per_clip": round(best, 2),
+        "s_per_event": round(best / max(events, 1), 2),
+        "render_s_per_event": round(best_clip.timings["render"] / max(events, 1), 2),
         "realtime_factor": round(args.duration / best, 2),
         "init_s": round(init_s, 2),
-        "events": len(best_clip.scene.events),
+        "events": events,
         "annotations": len(best_clip.annotations),
         "noise": best_clip.scene.noise is not None,
         "stages_s": {k: round(v, 2) for k, v in best_clip.timings.items()},
@@ -219,14 +248,70 @@ def bench_synth(args: argparse.Namespace) -> dict:
         "reflection_order": args.reflection_order,
         "video": None if args.no_video else f"{w}x{h}",
         "blas_threads": args.blas_threads,
+        "split": split,
         "cpus": os.cpu_count(),
         "load_avg_1min": round(os.getloadavg()[0], 2),
     }
     print(
-        f"synth: {args.duration:g} s scene ({result['events']} events, {result['annotations']} labels, "
-        f"video {result['video']}) in {best:.1f} s = {result['realtime_factor']}x real time "
+        f"synth ({config.backend}): {args.duration:g} s scene ({events} events, "
+        f"{result['annotations']} labels, video {result['video']}) in {best:.1f} s per clip = "
+        f"{result['s_per_event']} s per event "
+        f"(rendering {result['render_s_per_event']} s per event) = {result['realtime_factor']}x real time "
         f"(best of {args.repeats}; set-up {init_s:.1f} s; load average {result['load_avg_1min']} "
         f"on {result['cpus']} CPUs)"
+    )
+    if split is not None:
+        print(
+            f"synth split: {args.clips} clips in {split['wall_s']} s with {args.workers} workers = "
+            f"{split['s_per_clip']} s per clip; 122 such clips: {split['set_122_clips_h']} h"
+        )
+    return result
+
+
+def bench_video_leak(args: argparse.Namespace) -> dict:
+    """Nearest class-mean colour classification of the sounding objects of generated scenes: the
+    mean RGB of an object's pixels (and each pixel's RGB) against the class means of the objects
+    of the even scenes, scored on the odd ones."""
+    from seld_d2.data.classes import NUM_CLASSES
+    from seld_d2.data.synth import SceneConfig, VideoConfig, VideoRenderer, sample_scene
+
+    cfg = SceneConfig(duration=args.duration)
+    scenes = [sample_scene(cfg, np.random.default_rng([args.seed, k])) for k in range(args.scenes)]
+    result: dict = {"benchmark": "video-leak", "scenes": args.scenes, "duration_s": args.duration}
+    for style in ("plain", "varied"):
+        vr = VideoRenderer(config=VideoConfig(style, 0.0, 0))
+        feats: dict[int, list] = {0: [], 1: []}  # (mean colour, pixels, class) by scene parity
+        for k, scene in enumerate(scenes):
+            for obj in vr.objects(scene, np.random.SeedSequence([args.seed, k])):
+                _, rgb = vr.sprite(obj)
+                feats[k % 2].append((rgb.mean(0), rgb[:: max(1, len(rgb) // 50)], obj.category_id))
+        means = np.full((NUM_CLASSES, 3), np.inf)
+        for c in range(NUM_CLASSES):
+            own = [f for f, _, cid in feats[0] if cid == c]
+            if own:
+                means[c] = np.mean(own, axis=0)
+
+        def nearest(x: np.ndarray, means: np.ndarray = means) -> np.ndarray:
+            return np.argmin(((x[:, None, :] - means[None]) ** 2).sum(-1), axis=1)
+
+        test = feats[1]
+        mean_colours = np.stack([f for f, _, _ in test])
+        labels = np.array([c for _, _, c in test])
+        pixels = np.concatenate([p for _, p, _ in test]).astype(np.float64)
+        pixel_labels = np.concatenate([np.full(len(p), c) for _, p, c in test])
+        result[style] = {
+            "objects": len(test),
+            "object_accuracy": round(float(np.mean(nearest(mean_colours) == labels)), 3),
+            "pixel_accuracy": round(float(np.mean(nearest(pixels) == pixel_labels)), 3),
+        }
+    counts = np.bincount(labels, minlength=NUM_CLASSES)
+    result["majority_class_share"] = round(float(counts.max() / counts.sum()), 3)
+    print(
+        f"video-leak: nearest class-mean colour names the class of {result['plain']['object_accuracy']:.1%} "
+        f"of the objects ({result['plain']['pixel_accuracy']:.1%} of the pixels) in the plain look, "
+        f"{result['varied']['object_accuracy']:.1%} ({result['varied']['pixel_accuracy']:.1%}) in the varied "
+        f"look; the most frequent class is {result['majority_class_share']:.1%} "
+        f"({result['varied']['objects']} test objects of {args.scenes // 2} scenes)"
     )
     return result
 
@@ -707,6 +792,22 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--repeats", type=int, default=1, help="scenes timed (different seeds); the best is reported"
     )
     s.add_argument("--blas-threads", type=int, default=1, help="OpenBLAS threads (default 1)")
+    s.add_argument(
+        "--backend",
+        default="freefield",
+        choices=BACKENDS,
+        help="renderer (default freefield)",
+    )
+    s.add_argument(
+        "--clips", type=int, default=0, help="also time a split of this many clips (default 0: no)"
+    )
+    s.add_argument("--workers", type=int, default=1, help="processes of that split (default 1)")
+    v = sub.add_parser("video-leak", help="how well colour names the class in the synthetic video")
+    v.add_argument(
+        "--scenes", type=int, default=200, help="scenes, half to fit and half to score (default 200)"
+    )
+    v.add_argument("--duration", type=float, default=60.0, help="scene length in seconds (default 60)")
+    v.add_argument("--seed", type=int, default=0, help="seed (default 0)")
     t = sub.add_parser("train", help="detector training speed (img/s) and data-path speed (frames/s)")
     t.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
     t.add_argument("--batch", type=int, default=2, help="images per step (default 2)")
@@ -786,6 +887,7 @@ def main(argv: list[str] | None = None) -> int:
     result = {
         "features": bench_features,
         "synth": bench_synth,
+        "video-leak": bench_video_leak,
         "train": bench_train,
         "ddp": bench_ddp,
         "uplam-train": bench_uplam_train,

@@ -11,7 +11,10 @@ Writes, under --out, for each clip <seq> of --split:
 
 Defaults are the technical report's settings: 5-20 static events per 60 s, at most 4 at once,
 0.5-3 m from the array within +-0.3 m of its height, reference level -50 dB, diffuse background
-noise with probability 0.5. The same --seed gives byte-identical files. BLAS runs single-threaded
+noise with probability 0.5. The video varies each object's look within its class's family, leaves
+30 % of the sounding events invisible and adds 3 silent distractors per clip (--video-style plain:
+flat class colours, every event, no distractor, the old frames). Video settings never change the
+audio, labels or event table. The same --seed gives byte-identical files. BLAS runs single-threaded
 (many tiny matrix operations; threads only contend on small machines).
 
 Example:
@@ -32,7 +35,15 @@ import time  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 from seld_d2.acoustics.streaming import MAP_SOLVERS, solve_maps
-from seld_d2.data.synth import BackendUnavailable, SceneConfig, SynthConfig, synthesize_split  # noqa: E402
+from seld_d2.data.classes import NUM_CLASSES, class_index  # noqa: E402
+from seld_d2.data.synth import (  # noqa: E402
+    BackendUnavailable,
+    SceneConfig,
+    SynthConfig,
+    SynthesisError,
+    VideoConfig,
+    synthesize_split,
+)
 from seld_d2.data.synth.render import BACKENDS  # noqa: E402
 from seld_d2.utils.io import WriteError, prepare_output_dir, remove_stale_temps  # noqa: E402
 
@@ -42,6 +53,16 @@ def video_size(text: str) -> tuple[int, int]:
     if not m or int(m.group(1)) < 8 or int(m.group(2)) < 4:
         raise argparse.ArgumentTypeError(f"expected WIDTHxHEIGHT (e.g. 360x180), got {text!r}")
     return int(m.group(1)), int(m.group(2))
+
+
+def parse_classes(text: str) -> tuple[int, ...]:
+    """``"all"`` or comma-separated class ids/names -> sorted unique ids (ValueError if none)."""
+    if text.strip().lower() == "all":
+        return tuple(range(NUM_CLASSES))
+    classes = tuple(sorted({class_index(c.strip()) for c in text.split(",") if c.strip()}))
+    if not classes:
+        raise ValueError("--classes: no class given")
+    return classes
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -57,6 +78,22 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--video-size", type=video_size, default=(360, 180), help="frame size WxH (default 360x180)"
     )
     p.add_argument("--no-video", action="store_true", help="skip the frames")
+    p.add_argument(
+        "--video-style",
+        default="varied",
+        choices=("varied", "plain"),
+        help="varied: each object's own look within its class's family (default); plain: flat class "
+        "colours (the old look; with it the next two default to 0)",
+    )
+    p.add_argument(
+        "--invisible-share",
+        type=float,
+        default=None,
+        help="share of sounding events without an object in the video (default 0.3; plain 0)",
+    )
+    p.add_argument(
+        "--distractors", type=int, default=None, help="silent objects per clip (default 3; plain 0)"
+    )
     p.add_argument("--no-labels", action="store_true", help="skip the labels (APGD maps)")
     p.add_argument(
         "--label-solver",
@@ -64,11 +101,22 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         choices=MAP_SOLVERS,
         help="imaging solver of the labels: apgd (STAIRS26's, default) or a streaming/exact solver",
     )
+    p.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help="clips rendered in parallel processes (default 1); the files do not depend on it",
+    )
     p.add_argument("--first-index", type=int, default=1, help="index of the first clip's name (default 1)")
     p.add_argument(
         "--prefix", default=None, help="clip name prefix (default fold9_room<R>, R from the split)"
     )
     g = p.add_argument_group("scene settings (defaults: the report's)")
+    g.add_argument(
+        "--classes",
+        default="all",
+        help="comma-separated class ids or names the events are drawn from (default all 13)",
+    )
     g.add_argument("--min-events", type=int, default=5, help="events per 60 s, minimum (default 5)")
     g.add_argument("--max-events", type=int, default=20, help="events per 60 s, maximum (default 20)")
     g.add_argument("--max-overlap", type=int, default=4, help="most simultaneous events (default 4)")
@@ -112,6 +160,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.num_clips < 1:
         print(f"error: --num-clips must be >= 1, got {args.num_clips}", file=sys.stderr)
         return 2
+    if args.workers < 1:
+        print(f"error: --workers must be >= 1, got {args.workers}", file=sys.stderr)
+        return 2
     if args.dry_sources is not None and not Path(args.dry_sources).is_dir():
         print(f"error: {args.dry_sources}: dry-source folder not found", file=sys.stderr)
         return 2
@@ -135,9 +186,17 @@ def main(argv: list[str] | None = None) -> int:
             snr_range=tuple(args.snr),
             noise_probability=args.noise_prob,
             min_separation_deg=args.min_separation,
+            classes=parse_classes(args.classes),
+        )
+        plain = args.video_style == "plain"
+        video = VideoConfig(
+            args.video_style,
+            (0.0 if plain else 0.3) if args.invisible_share is None else args.invisible_share,
+            (0 if plain else 3) if args.distractors is None else args.distractors,
         )
         config = SynthConfig(
             scene=scene,
+            video=video,
             backend=args.backend,
             reflection_order=args.reflection_order,
             video_size=None if args.no_video else args.video_size,
@@ -156,7 +215,16 @@ def main(argv: list[str] | None = None) -> int:
             args.first_index,
             args.prefix,
             label_solver=solver,
+            workers=args.workers,
         )
+    except SynthesisError as err:  # the other clips were written
+        for name, problem in err.failed.items():
+            print(f"error: clip {name} failed: {problem}", file=sys.stderr)
+        print(
+            f"{len(err.written)} clips written -> {args.out} [{args.split}]; {len(err.failed)} failed",
+            file=sys.stderr,
+        )
+        return 1
     except (BackendUnavailable, WriteError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

@@ -4,12 +4,20 @@ dry sources, em32 rendering (free field or AudibleLight), STAIRS26-style labels 
 Entry points: :func:`synthesize_split` (and ``tools/synthesize.py``), :class:`ClipSynthesizer`.
 """
 
-from .generate import Clip, ClipSynthesizer, SynthConfig, clip_seed, sequence_name, synthesize_split
+from .generate import (
+    Clip,
+    ClipSynthesizer,
+    SynthConfig,
+    SynthesisError,
+    clip_seed,
+    sequence_name,
+    synthesize_split,
+)
 from .labels import Annotation, LabelMaker, annotations_to_json
 from .render import BackendUnavailable, make_renderer
 from .scene import Event, Scene, SceneConfig, polyphony, sample_scene
 from .sources import DrySourceLibrary, dry_source, procedural_source
-from .video import VideoRenderer
+from .video import VideoConfig, VideoRenderer, VisualObject
 
 __all__ = [
     "Annotation",
@@ -22,7 +30,10 @@ __all__ = [
     "Scene",
     "SceneConfig",
     "SynthConfig",
+    "SynthesisError",
+    "VideoConfig",
     "VideoRenderer",
+    "VisualObject",
     "annotations_to_json",
     "clip_seed",
     "dry_source",

@@ -12,9 +12,10 @@ Per clip ``<seq>`` of split ``<split>`` under ``root``::
 
 Determinism: clip i of a split draws everything from ``SeedSequence(seed, spawn_key=(crc32(split),
 i))``, so the same seed gives byte-identical files, and a clip does not depend on how many
-others are generated. Wavs are written by a minimal float32 WAV writer (libsndfile stamps the
-current time into float files' PEAK chunk), PNGs by a minimal encoder (no ancillary chunks),
-JSON/CSV with fixed key order and rounding. Every file is written atomically.
+others are generated, nor on how many processes generate them (``workers``). Wavs are written by
+a minimal float32 WAV writer (libsndfile stamps the current time into float files' PEAK chunk),
+PNGs by a minimal encoder (no ancillary chunks), JSON/CSV with fixed key order and rounding.
+Every file is written atomically.
 
 Levels: each dry sound is scaled to its event's level (see ``scene.py``); one whose direct sound
 would peak above -6 dBFS at a capsule is turned down and the table records the level used; if
@@ -40,14 +41,14 @@ import numpy as np
 
 from ...acoustics.audio import SAMPLE_RATE
 from ...acoustics.geometry import EM32_RADIUS, TETRA_CHANNELS, em32_positions
-from ...utils.io import atomic_open
+from ...utils.io import WriteError, atomic_open
 from ..classes import CLASS_NAMES
 from .blas import blas_threads
 from .labels import Annotation, LabelMaker, annotations_to_json
-from .render import diffuse_noise, make_renderer
+from .render import BackendUnavailable, diffuse_noise, make_renderer
 from .scene import FRAME_SECONDS, Event, Scene, SceneConfig, sample_scene
 from .sources import DrySourceLibrary, dry_source
-from .video import VideoRenderer
+from .video import VideoConfig, VideoRenderer, VisualObject
 
 EVENT_TABLE_HEADER = (
     "instance_id,category_id,class_name,onset_s,offset_s,azimuth_deg,elevation_deg,distance_m,snr_db,level_db"
@@ -66,6 +67,7 @@ class SynthConfig:
     reflection_order: int = 0
     material: str | None = None  # audiblelight: one material for every room (default: by absorption)
     video_size: tuple[int, int] | None = (360, 180)  # None: no frames
+    video: VideoConfig = field(default_factory=VideoConfig)  # look, invisible share, distractors
     labels: bool = True
     dry_sources: str | None = None
     sensor_noise_db: float | None = None  # uncorrelated self-noise of every capsule, dBFS RMS (off)
@@ -218,7 +220,7 @@ class ClipSynthesizer:
         self.labeller = (
             LabelMaker(config.fs, config.label_bands, solver=label_solver) if config.labels else None
         )
-        self.video = VideoRenderer(*config.video_size) if config.video_size else None
+        self.video = VideoRenderer(*config.video_size, config.video) if config.video_size else None
 
     def synthesize(self, seed: np.random.SeedSequence, name: str = "clip") -> Clip:
         """One clip in memory: scene, dry sources, render, noise, labels (see :class:`Clip`)."""
@@ -287,6 +289,7 @@ class ClipSynthesizer:
         root = Path(root)
         seq, fs = clip.name, self.config.fs
         t0 = time.perf_counter()
+        objects = self.video.objects(clip.scene, clip.video_seed) if self.video is not None else None
         write_wav(root / "eigen_dev" / split / f"{seq}.wav", clip.em32, fs)
         write_wav(root / "mic_dev" / split / f"{seq}.wav", clip.mic, fs)
         t1 = time.perf_counter()
@@ -298,19 +301,43 @@ class ClipSynthesizer:
         with atomic_open(events_dir / f"{seq}.csv", "w") as f:
             f.write(event_table(clip.scene.events))
         with atomic_open(events_dir / f"{seq}_scene.json", "w") as f:
-            f.write(json.dumps(self.scene_info(clip), indent=1) + "\n")
+            f.write(json.dumps(self.scene_info(clip, objects), indent=1) + "\n")
         t2 = time.perf_counter()
         clip.timings["write_labels"] = t2 - t1
         if self.video is not None:
             frame_dir = root / "frames_dev" / split / seq
             frame_dir.mkdir(parents=True, exist_ok=True)
             rng = np.random.default_rng(clip.video_seed)
-            for k, frame in enumerate(self.video.frames(clip.scene, rng)):
+            for k, frame in enumerate(self.video.frames(clip.scene, rng, objects)):
                 write_png(frame_dir / f"{seq}_{k:04d}.png", frame)
         clip.timings["video"] = time.perf_counter() - t2
 
-    def scene_info(self, clip: Clip) -> dict:
+    def scene_info(self, clip: Clip, objects: list[VisualObject] | None = None) -> dict:
+        """The clip's settings as JSON-ready data; with the video's ``objects``, which events it
+        shows and its distractors (class, direction, distance, frames)."""
         cfg, room = self.config, clip.scene.room
+        video = None
+        if objects is not None:
+            shown = {o.instance_id for o in objects if o.sounding}
+            video = {
+                "style": cfg.video.style,
+                "invisible_share": cfg.video.invisible_share,
+                "invisible_instances": [
+                    e.instance_id for e in clip.scene.events if e.instance_id not in shown
+                ],
+                "distractors": [
+                    {
+                        "category_id": o.category_id,
+                        "onset_frame": o.onset_frame,
+                        "offset_frame": o.offset_frame,
+                        "azimuth_deg": round(o.azimuth, 3),
+                        "elevation_deg": round(o.elevation, 3),
+                        "distance_m": round(o.distance, 4),
+                    }
+                    for o in objects
+                    if not o.sounding
+                ],
+            }
         return {
             "sequence": clip.name,
             "duration_s": clip.scene.duration,
@@ -326,8 +353,116 @@ class ClipSynthesizer:
             "mix_gain": round(clip.gain, 6),
             "num_events": len(clip.scene.events),
             "num_annotations": len(clip.annotations),
+            "video": video,
             **self.renderer.info(clip.scene),
         }
+
+
+class SynthesisError(RuntimeError):
+    """Some clips of a split failed; the others were written. ``failed`` maps a clip name to its
+    one-line error, ``written`` lists the clips written."""
+
+    def __init__(self, failed: dict[str, str], written: list[str]):
+        self.failed, self.written = dict(failed), list(written)
+        names = ", ".join(sorted(self.failed))
+        super().__init__(
+            f"{len(self.failed)} of {len(self.failed) + len(self.written)} clips failed: {names}"
+        )
+
+
+# Errors that would fail every clip the same way: they stop the split instead of being reported.
+_FATAL = (WriteError, BackendUnavailable)
+
+
+def _run_clip(
+    synth: ClipSynthesizer, root: str | Path, split: str, seed: int, index: int, name: str
+) -> str | None:
+    """Synthesise and write one clip; returns None, or a bad clip's one-line error."""
+    try:
+        synth.write(synth.synthesize(clip_seed(seed, split, index), name), root, split)
+    except _FATAL:
+        raise
+    except Exception as err:  # a bad clip (an unreadable dry source, a failed ray tracer, ...)
+        return f"{type(err).__name__}: {err}".splitlines()[0]
+    return None
+
+
+def _worker(
+    config: SynthConfig,
+    label_solver: Callable | None,
+    root: str,
+    split: str,
+    seed: int,
+    tasks,
+    results,
+) -> None:
+    """A synthesis process: builds its synthesizer, then runs (index, name) tasks until None,
+    putting (index, name, None | error line | fatal exception) on ``results``."""
+    with blas_threads(1):
+        try:
+            synth = ClipSynthesizer(config, label_solver)
+        except Exception as err:
+            results.put((None, None, err))
+            return
+        while (task := tasks.get()) is not None:
+            index, name = task
+            try:
+                results.put((index, name, _run_clip(synth, root, split, seed, index, name)))
+            except Exception as err:
+                results.put((index, name, err))
+
+
+def _run_parallel(
+    config: SynthConfig,
+    label_solver: Callable | None,
+    root: str | Path,
+    split: str,
+    seed: int,
+    jobs: list[tuple[int, str]],
+    workers: int,
+    bar,
+) -> dict[str, str]:
+    """Run ``jobs`` [(index, name)] in ``workers`` spawned processes; returns the bad clips."""
+    import multiprocessing as mp
+    import queue
+
+    ctx = mp.get_context("spawn")  # no inherited threads or locks (fork after OpenMP can hang)
+    tasks, results = ctx.Queue(), ctx.Queue()
+    for job in jobs:
+        tasks.put(job)
+    procs = [
+        ctx.Process(
+            target=_worker, args=(config, label_solver, str(root), split, seed, tasks, results), daemon=True
+        )
+        for _ in range(workers)
+    ]
+    for proc in procs:
+        tasks.put(None)
+        proc.start()
+    failed: dict[str, str] = {}
+    pending = {name for _, name in jobs}
+    try:
+        while pending:
+            try:
+                index, name, outcome = results.get(timeout=1.0)
+            except queue.Empty:
+                if not any(proc.is_alive() for proc in procs):
+                    for name in sorted(pending):
+                        failed[name] = "the synthesis process ended without finishing this clip"
+                    break
+                continue
+            if isinstance(outcome, BaseException):
+                raise outcome
+            pending.discard(name)
+            if outcome is not None:
+                failed[name] = outcome
+            bar.update(1)
+    finally:
+        for proc in procs:
+            if proc.is_alive() and pending:
+                proc.terminate()
+            proc.join(timeout=30)
+    return failed
 
 
 def synthesize_split(
@@ -340,9 +475,15 @@ def synthesize_split(
     prefix: str | None = None,
     progress: bool = True,
     label_solver: Callable | None = None,
+    workers: int = 1,
 ) -> list[str]:
     """Generate ``num_clips`` clips of a split (names ``sequence_name(split, first_index + i)``);
     returns the clip names.
+
+    ``workers`` > 1 runs clips in that many spawned processes (``label_solver`` must then be
+    picklable); the files do not depend on it. A bad clip does not stop the others: when any
+    failed, :class:`SynthesisError` is raised after the rest are written. A write error or a
+    missing backend stops the split (they would fail every clip).
 
     Runs with one OpenBLAS thread: multi-threaded OpenBLAS rounds some of the rendering's products
     differently (a 20 s clip's audio changed in the last bits with 2 threads), so the same seed
@@ -350,13 +491,25 @@ def synthesize_split(
     (see :mod:`.blas`)."""
     from tqdm import tqdm
 
-    synth = ClipSynthesizer(config or SynthConfig(), label_solver)
-    names = []
-    with blas_threads(1):
-        for i in tqdm(range(num_clips), desc=f"synthesising {split}", unit="clip", disable=not progress):
-            index = first_index + i
-            name = sequence_name(split, index, prefix)
-            clip = synth.synthesize(clip_seed(seed, split, index), name)
-            synth.write(clip, root, split)
-            names.append(name)
+    if workers < 1:
+        raise ValueError(f"workers must be >= 1, got {workers}")
+    config = config or SynthConfig()
+    jobs = [(first_index + i, sequence_name(split, first_index + i, prefix)) for i in range(num_clips)]
+    failed: dict[str, str] = {}
+    synth = ClipSynthesizer(config, label_solver)  # here too: a missing extra or bad folder fails at once
+    with tqdm(total=len(jobs), desc=f"synthesising {split}", unit="clip", disable=not progress) as bar:
+        if workers == 1 or len(jobs) == 1:
+            with blas_threads(1):
+                for index, name in jobs:
+                    error = _run_clip(synth, root, split, seed, index, name)
+                    if error is not None:
+                        failed[name] = error
+                    bar.update(1)
+        else:
+            failed = _run_parallel(
+                config, label_solver, root, split, seed, jobs, min(workers, len(jobs)), bar
+            )
+    names = [name for _, name in jobs if name not in failed]
+    if failed:
+        raise SynthesisError({name: failed[name] for _, name in jobs if name in failed}, names)
     return names

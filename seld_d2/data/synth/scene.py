@@ -257,7 +257,7 @@ def _inside(room: Room, pos: np.ndarray, margin: float) -> bool:
     return room.contains(p, margin) and room.visible(np.asarray(room.mic), p)
 
 
-def _sample_position(
+def sample_position(
     cfg: SceneConfig, rng: np.random.Generator, room: Room, avoid: list[np.ndarray]
 ) -> tuple[float, float, float]:
     """(azimuth, elevation, distance) inside the room, within the distance/height limits and at
@@ -323,7 +323,7 @@ def sample_scene(cfg: SceneConfig, rng: np.random.Generator) -> Scene:
         overlapping = [
             ev.direction for ev in events if ev.onset_frame < onset + frames and onset < ev.offset_frame
         ]
-        az, el, r = _sample_position(cfg, rng, room, overlapping)
+        az, el, r = sample_position(cfg, rng, room, overlapping)
         snr = float(rng.uniform(*cfg.snr_range))
         events.append(
             Event(
