@@ -153,15 +153,14 @@ def test_released_stairs26_labels_train_what_they_can_and_keep_everything(tmp_pa
     seam-crossing event, float coordinates, and no distance are read; the map-less annotation and
     the repeated copy train nothing (``iscrowd``) but stay in the records for evaluation."""
     import torch
+    from detectron2.layers import ShapeSpec
+    from detectron2.structures import Instances
 
     from seld_d2.acoustics.features import write_cache
     from seld_d2.data.mapper import SeldDatasetMapper
     from seld_d2.data.sampler import class_frequencies
     from seld_d2.evaluation.evaluator import record_annotations
     from seld_d2.modeling.distance_head import DistanceHead
-
-    from detectron2.layers import ShapeSpec
-    from detectron2.structures import Instances
 
     seq = "fold4_room1_mix003"
     make_clip(tmp_path, seq, labels=False)

@@ -23,11 +23,14 @@ import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
+from detectron2.data import DatasetCatalog
+from detectron2.engine import HookBase
+from detectron2.structures import Boxes, Instances
+from detectron2.utils import comm
 from test_datasets import SPLIT, make_clip
 from test_train_net import REPO, args_for, train_net
 from torch import nn
 
-import seld_d2  # noqa: F401
 from seld_d2.acoustics.features import write_cache
 from seld_d2.data.datasets import load_stairs26
 from seld_d2.data.sampler import ClassBalancedFrameSampler
@@ -35,11 +38,6 @@ from seld_d2.engine.distributed import launch
 from seld_d2.engine.hooks import ProgressiveUnfreezing, unwrap_model, validation_losses
 from seld_d2.evaluation.evaluator import Stairs26Evaluator
 from seld_d2.inference.submission import ClipExporter
-
-from detectron2.data import DatasetCatalog
-from detectron2.engine import HookBase
-from detectron2.structures import Boxes, Instances
-from detectron2.utils import comm
 
 WORLD = 2
 

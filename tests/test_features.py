@@ -118,9 +118,9 @@ def test_srp_kind_is_cached_under_its_own_key(extractor, clip, tmp_path):
 
 
 def test_feature_kind_from_config():
-    from seld_d2.config import add_seld_config
-
     from detectron2.config import get_cfg
+
+    from seld_d2.config import add_seld_config
 
     cfg = add_seld_config(get_cfg())
     cfg.MODEL.DEVICE = "cpu"

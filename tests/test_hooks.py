@@ -6,13 +6,11 @@ import random
 import numpy as np
 import pytest
 import torch
+from detectron2.utils.events import EventStorage
 from torch import nn
 
-import seld_d2  # noqa: F401
 from seld_d2.engine import hooks as H
 from seld_d2.engine.param_groups import GROUP_NAMES, named_groups
-
-from detectron2.utils.events import EventStorage
 
 SCHEDULE = {"stems": 1, "layer1": 1, "layer2": 0, "layer3": 7, "layer4": 3}
 

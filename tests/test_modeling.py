@@ -10,8 +10,14 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from detectron2.checkpoint import DetectionCheckpointer
+from detectron2.config import get_cfg
+from detectron2.layers import ShapeSpec
+from detectron2.modeling import build_backbone, build_model
+from detectron2.modeling.poolers import ROIPooler
+from detectron2.structures import Boxes, Instances
+from detectron2.utils.events import EventStorage
 
-import seld_d2  # noqa: F401  (conftest imports it before detectron2: Pillow alias)
 from seld_d2 import add_seld_config
 from seld_d2.modeling import (
     DualModalityStem,
@@ -26,14 +32,6 @@ from seld_d2.modeling import (
     inverse_frequency_weights,
     softmax_focal_loss,
 )
-
-from detectron2.checkpoint import DetectionCheckpointer
-from detectron2.config import get_cfg
-from detectron2.layers import ShapeSpec
-from detectron2.modeling import build_backbone, build_model
-from detectron2.modeling.poolers import ROIPooler
-from detectron2.structures import Boxes, Instances
-from detectron2.utils.events import EventStorage
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 H, W = 180, 360

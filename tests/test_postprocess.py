@@ -59,9 +59,9 @@ def test_to_detections():
 
 
 def test_batch_to_detections_equals_frame_by_frame():
-    from seld_d2.inference.predictor import batch_to_detections
-
     from detectron2.structures import Boxes, Instances
+
+    from seld_d2.inference.predictor import batch_to_detections
 
     g = torch.Generator().manual_seed(0)
     batch = []

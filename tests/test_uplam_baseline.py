@@ -196,9 +196,9 @@ def test_latent_equals_the_baseline_forward(baseline_file, audio):
 
 
 def test_feature_extractor_and_config_accept_the_baseline_file(baseline_file, audio, tmp_path):
-    from seld_d2.config import add_seld_config
-
     from detectron2.config import get_cfg
+
+    from seld_d2.config import add_seld_config
 
     sd = torch.load(baseline_file, weights_only=True)
     expected = reference_latent(sd, torch.from_numpy(reference_visibilities(audio, FS, _linear9())))

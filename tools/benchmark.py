@@ -269,16 +269,15 @@ def _tiny_stairs(root: Path, clips: int = 2, frames: int = 16, seed: int = 0) ->
 def bench_train(args: argparse.Namespace) -> dict:
     import tempfile
 
-    import seld_d2  # noqa: F401
+    from detectron2.config import get_cfg
+    from detectron2.modeling import build_model
+    from detectron2.utils.events import EventStorage
+
     from seld_d2 import add_seld_config
     from seld_d2.data.mapper import SeldDatasetMapper
     from seld_d2.engine.hooks import set_trainable_stages, trainable_stages
     from seld_d2.engine.param_groups import build_optimizer
     from seld_d2.engine.trainer import unfreeze_schedule
-
-    from detectron2.config import get_cfg
-    from detectron2.modeling import build_model
-    from detectron2.utils.events import EventStorage
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -389,18 +388,17 @@ def bench_ddp(args: argparse.Namespace) -> dict:
 
 
 def _ddp_worker(args: argparse.Namespace, tmp: str, out: str) -> None:
-    import seld_d2  # noqa: F401
+    from detectron2.config import get_cfg
+    from detectron2.modeling import build_model
+    from detectron2.utils import comm
+    from detectron2.utils.events import EventStorage
+
     from seld_d2 import add_seld_config
     from seld_d2.data.mapper import SeldDatasetMapper
     from seld_d2.engine.distributed import data_parallel
     from seld_d2.engine.hooks import set_trainable_stages, trainable_stages
     from seld_d2.engine.param_groups import build_optimizer
     from seld_d2.engine.trainer import unfreeze_schedule
-
-    from detectron2.config import get_cfg
-    from detectron2.modeling import build_model
-    from detectron2.utils import comm
-    from detectron2.utils.events import EventStorage
 
     torch.set_num_threads(args.threads)
     world, rank = comm.get_world_size(), comm.get_rank()
@@ -479,9 +477,9 @@ def _ddp_worker(args: argparse.Namespace, tmp: str, out: str) -> None:
 
 
 def _infer_config(args: argparse.Namespace):
-    from seld_d2 import add_seld_config
-
     from detectron2.config import get_cfg
+
+    from seld_d2 import add_seld_config
 
     cfg = add_seld_config(get_cfg())
     cfg.merge_from_file(args.config_file)
@@ -503,7 +501,6 @@ def bench_infer(args: argparse.Namespace) -> dict:
     import soundfile as sf
     from PIL import Image
 
-    import seld_d2  # noqa: F401
     from seld_d2.data.labels import write_labels
     from seld_d2.inference.predictor import SeldPredictor
     from seld_d2.inference.submission import ClipExporter
@@ -612,14 +609,13 @@ def bench_uplam_train(args: argparse.Namespace) -> dict:
     import tempfile
 
     import soundfile as sf
+    from detectron2.config import get_cfg
+    from detectron2.utils.events import EventStorage
 
     from seld_d2 import add_seld_config
     from seld_d2.acoustics.render import render_plane_wave
     from seld_d2.engine.uplam_data import scan_splits
     from seld_d2.engine.uplam_trainer import UpLAMTrainer
-
-    from detectron2.config import get_cfg
-    from detectron2.utils.events import EventStorage
 
     if args.threads:
         torch.set_num_threads(args.threads)

@@ -26,9 +26,9 @@ import time
 from pathlib import Path
 
 import torch
+from detectron2.config import get_cfg
 from tqdm import tqdm
 
-import seld_d2  # noqa: F401  (Pillow alias before detectron2; registers seld_d2's components)
 from seld_d2 import add_seld_config
 from seld_d2.acoustics.audio import AudioError, check_wav
 from seld_d2.acoustics.features import FeatureExtractor
@@ -45,8 +45,6 @@ from seld_d2.data.labels import write_labels
 from seld_d2.inference.predictor import SeldPredictor
 from seld_d2.inference.submission import ClipExporter
 from seld_d2.utils.io import WriteError, atomic_open, prepare_output_dir, remove_stale_temps
-
-from detectron2.config import get_cfg
 
 logger = logging.getLogger("seld_d2.infer")
 

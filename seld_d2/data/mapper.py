@@ -19,11 +19,10 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset
-
 from detectron2.config import configurable
 from detectron2.data import transforms as T
 from detectron2.structures import Boxes, Instances
+from torch.utils.data import DataLoader, Dataset
 
 from ..acoustics.features import cache_kind, latent_to_canvas, load_cache
 from ..acoustics.geometry import canvas_nearest_index, fibonacci_grid

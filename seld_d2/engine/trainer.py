@@ -21,14 +21,13 @@ from collections.abc import Iterator
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset, Sampler
-
 from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.data import DatasetCatalog
 from detectron2.engine import AMPTrainer, DefaultTrainer, SimpleTrainer, TrainerBase, hooks
 from detectron2.utils import comm
 from detectron2.utils.events import CommonMetricPrinter, JSONWriter, TensorboardXWriter
 from detectron2.utils.logger import setup_logger
+from torch.utils.data import DataLoader, Dataset, Sampler
 
 from ..data.datasets import FrameError
 from ..data.mapper import LoadFailure, SeldDatasetMapper, frame_loader, list_collate, map_or_failure

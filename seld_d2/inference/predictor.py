@@ -13,7 +13,6 @@ from collections.abc import Iterable, Iterator
 
 import numpy as np
 import torch
-
 from detectron2.layers import cat
 
 from ..data.mapper import RaisingLoader, SeldDatasetMapper, frame_loader
