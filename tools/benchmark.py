@@ -515,7 +515,7 @@ def bench_infer(args: argparse.Namespace) -> dict:
     torch.backends.cudnn.benchmark = cfg.CUDNN_BENCHMARK and not args.no_cudnn_benchmark
     torch.manual_seed(0)
     predictor = SeldPredictor(cfg)
-    exporter = ClipExporter.from_config(cfg)
+    exporter = ClipExporter(cfg)
 
     def sync() -> None:
         if cuda:
@@ -541,9 +541,9 @@ def bench_infer(args: argparse.Namespace) -> dict:
         ]  # fmt: skip
 
         # Model only: the same mapped batch again and again, inputs already in memory.
-        from seld_d2.acoustics.features import FeatureExtractor as FE
+        from seld_d2.acoustics.features import build_feature_extractor
 
-        FE.from_config(cfg, device=args.device).cached(wav, feature_file)
+        build_feature_extractor(cfg, device=args.device).cached(wav, feature_file)
         batch = [predictor.mapper(records[i % frames]) for i in range(args.batch)]
         if cuda:  # as the predictor's loader delivers them (pin_memory)
             batch = [{**x, "image": x["image"].pin_memory()} for x in batch]
@@ -569,7 +569,7 @@ def bench_infer(args: argparse.Namespace) -> dict:
         # End to end, as tools/infer.py does it per clip (features recomputed from the wav).
         feature_file.unlink()
         t0 = time.perf_counter()
-        FE.from_config(cfg, device=args.device).cached(wav, feature_file)
+        build_feature_extractor(cfg, device=args.device).cached(wav, feature_file)
         t_feat = time.perf_counter() - t0
         pairs = ((m["frame_index"], d) for m, d in predictor.predict_records(records))
         annotations, summary = exporter(pairs, name=seq)

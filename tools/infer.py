@@ -31,7 +31,7 @@ from tqdm import tqdm
 
 from seld_d2 import add_seld_config
 from seld_d2.acoustics.audio import AudioError, check_wav
-from seld_d2.acoustics.features import FeatureExtractor
+from seld_d2.acoustics.features import build_feature_extractor
 from seld_d2.acoustics.visibility import FRAME_RATE
 from seld_d2.data.datasets import (
     FRAME_H,
@@ -159,9 +159,9 @@ def main(argv: list[str] | None = None) -> int:
             failed[seq] = str(err)
             print(f"skipping clip {seq}: {err}", file=sys.stderr)
 
-    extractor = FeatureExtractor.from_config(cfg, device=cfg.MODEL.DEVICE)
+    extractor = build_feature_extractor(cfg, device=cfg.MODEL.DEVICE)
     predictor = SeldPredictor(cfg)
-    exporter = ClipExporter.from_config(cfg)
+    exporter = ClipExporter(cfg)
     summaries: dict[str, dict] = {}
     total_frames = sum(c[-1] for c in ready)
     t0 = time.perf_counter()

@@ -305,7 +305,7 @@ class SeldTrainer(DefaultTrainer):
         from ..evaluation.evaluator import Stairs26Evaluator
 
         folder = output_folder or os.path.join(cfg.OUTPUT_DIR, "inference", dataset_name)
-        return Stairs26Evaluator.from_config(cfg, dataset_name, folder)
+        return Stairs26Evaluator(cfg, dataset_name, folder)
 
     @classmethod
     def build_optimizer(cls, cfg, model):

@@ -8,6 +8,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 import numpy as np
+from detectron2.config import configurable
 
 from ..data.labels import Annotation
 from .export import thin_to_limit
@@ -32,7 +33,8 @@ class ClipSummary:
 
 
 class ClipExporter:
-    """Turns per-frame detections of one clip into submission annotations.
+    """Turns per-frame detections of one clip into submission annotations; ``ClipExporter(cfg)``
+    builds one from ``SELD.INFER``.
 
     Args:
         score_thresh / class_thresh / nms_thresh / max_per_class: per-frame selection.
@@ -41,6 +43,7 @@ class ClipExporter:
         max_bytes: the largest file allowed; bigger outputs are thinned.
     """
 
+    @configurable
     def __init__(
         self,
         *,
@@ -73,9 +76,9 @@ class ClipExporter:
         self.max_bytes = int(max_bytes)
 
     @classmethod
-    def from_config(cls, cfg) -> ClipExporter:
+    def from_config(cls, cfg) -> dict:
         c = cfg.SELD.INFER
-        return cls(
+        return dict(
             score_thresh=c.SCORE_THRESH,
             class_thresh={int(k): float(v) for k, v in c.CLASS_SCORE_THRESH},
             nms_thresh=c.NMS_THRESH,
