@@ -230,3 +230,13 @@ def test_audio_shorter_than_its_frames_names_the_wav(tmp_path):
     with pytest.raises(AudioError) as err:
         D.check_clip(tmp_path, SPLIT, "clip")
     assert str(err.value) == f"{wav}: shorter than its clip: 3 frames of audio (10 fps), 6 video frames"
+
+
+def test_dataset_errors_are_one_hierarchy():
+    from seld_d2.acoustics.audio import AudioError
+    from seld_d2.data.labels import LabelError
+
+    for err in (AudioError("a.wav", "x"), D.FrameError("f.png", "x"), LabelError("l.json", "frame 3", "x")):
+        assert isinstance(err, D.DatasetError) and isinstance(err, ValueError)
+        with pytest.raises(D.DatasetError):
+            raise err

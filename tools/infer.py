@@ -30,7 +30,7 @@ from detectron2.config import get_cfg
 from tqdm import tqdm
 
 from seld_d2 import add_seld_config
-from seld_d2.acoustics.audio import AudioError, check_wav
+from seld_d2.acoustics.audio import check_wav
 from seld_d2.acoustics.features import build_feature_extractor
 from seld_d2.acoustics.visibility import FRAME_RATE
 from seld_d2.data.datasets import (
@@ -192,7 +192,7 @@ def main(argv: list[str] | None = None) -> int:
             bar.close()
             print(f"error: {err}; stopped after {len(summaries)} clip(s)", file=sys.stderr)
             return 2
-        except (*DatasetError, AudioError, OSError, ValueError) as err:
+        except (DatasetError, OSError, ValueError) as err:
             failed[seq] = str(err)
             tqdm.write(f"failed clip {seq}: {err}", file=sys.stderr)
     bar.close()

@@ -39,6 +39,7 @@ from PIL import Image
 
 from ..acoustics.audio import SAMPLE_RATE, AudioError, check_wav
 from ..acoustics.visibility import FRAME_RATE
+from ..utils.errors import DatasetError
 from ..utils.io import atomic_open
 from .classes import CLASS_COLORS, CLASS_NAMES
 from .labels import Annotation, LabelError, LabelNotes, load_labels, repeated_annotations
@@ -50,18 +51,8 @@ INDEX_VERSION = 2
 AUDIO_FORMATS = {"mic": ("mic_dev", 4), "eigen": ("eigen_dev", 32)}
 
 
-class FrameError(ValueError):
+class FrameError(DatasetError):
     """A problem with a clip's video frames; ``str(err)`` is ``"<path>: <problem>"``."""
-
-    def __init__(self, path: str | os.PathLike, problem: str):
-        self.path, self.problem = os.fspath(path), problem
-        super().__init__(f"{self.path}: {problem}")
-
-    def __reduce__(self):  # pickle (loader workers) rebuilds it from its own arguments
-        return type(self), (self.path, self.problem)
-
-
-DatasetError = (AudioError, LabelError, FrameError)
 
 
 @dataclass
@@ -161,7 +152,7 @@ def load_frame(path: str | os.PathLike) -> np.ndarray:
 def check_clip(
     root: Path, split: str, seq: str, audio: str = "mic", require_labels: bool = True
 ) -> ClipIndex:
-    """Check one clip (wav header, frames, labels) and index it; raises one of DatasetError."""
+    """Check one clip (wav header, frames, labels) and index it; raises a DatasetError."""
     subdir, channels = AUDIO_FORMATS[audio]
     wav = root / subdir / split / f"{seq}.wav"
     info = check_wav(wav, channels=channels, sample_rate=SAMPLE_RATE)

@@ -23,6 +23,7 @@ from typing import Any
 
 import numpy as np
 
+from ..utils.errors import DatasetError
 from ..utils.io import atomic_open
 from .classes import CLASS_NAMES
 
@@ -149,12 +150,12 @@ def _short(path: str) -> str:
     return f"{p.parent.name}/{p.name}" if p.parent.name else p.name
 
 
-class LabelError(ValueError):
+class LabelError(DatasetError):
     """A malformed label file; ``str(err)`` is ``"<path>: <field>: <problem>"``."""
 
     def __init__(self, path: str | os.PathLike, where: str, problem: str):
-        self.path, self.where, self.problem = os.fspath(path), where, problem
-        super().__init__(f"{self.path}: {where}: {problem}" if where else f"{self.path}: {problem}")
+        super().__init__(path, f"{where}: {problem}" if where else problem)
+        self.where, self.problem = where, problem
 
     def __reduce__(self):  # pickle (loader workers) rebuilds it from its own arguments
         return type(self), (self.path, self.where, self.problem)

@@ -200,7 +200,7 @@ class SeldDatasetMapper:
 
 
 # Input problems a record can have (unreadable frame, missing or malformed feature cache).
-CARRIED_ERRORS = (*DatasetError, OSError, ValueError)
+CARRIED_ERRORS = (DatasetError, OSError, ValueError)
 
 
 @dataclass
