@@ -5,7 +5,8 @@ import logging
 import numpy as np
 import pytest
 
-from seld_d2.data.labels import CANVAS_H, CANVAS_W, Annotation, load_labels, write_labels
+from seld_d2.acoustics.geometry import CANVAS_HEIGHT, CANVAS_WIDTH
+from seld_d2.data.labels import Annotation, load_labels, write_labels
 from seld_d2.inference.export import (
     _candidates,
     _SizeModel,
@@ -28,7 +29,7 @@ def gaussian(m=28, cy=13.0, cx=13.0, sigma=4.0):
 def random_exports(rng, n, size=(60, 40), flat=False):
     out = []
     for i in range(n):
-        x0, y0 = rng.uniform(0, CANVAS_W - size[0]), rng.uniform(0, CANVAS_H - size[1])
+        x0, y0 = rng.uniform(0, CANVAS_WIDTH - size[0]), rng.uniform(0, CANVAS_HEIGHT - size[1])
         box = np.array([x0, y0, x0 + size[0], y0 + size[1]], np.float32)
         e = (
             0.8 + 0.2 * rng.random((28, 28))
@@ -47,7 +48,7 @@ def test_paste_puts_the_peak_at_its_box_position():
     box = [100.5, 40.5, 156.5, 96.5]  # 2 px per cell: centre at pixel centre (141.5, 55.5)
     pasted = paste_energy(e, box)
     full = pasted.to_canvas()
-    assert full.shape == (CANVAS_H, CANVAS_W) and full.dtype == np.float32
+    assert full.shape == (CANVAS_HEIGHT, CANVAS_WIDTH) and full.dtype == np.float32
     y, x = np.unravel_index(np.argmax(full), full.shape)
     assert (x, y) == (141, 55) and full[y, x] == pytest.approx(1.0)
     assert box[0] <= x < box[2] and box[1] <= y < box[3]
@@ -57,8 +58,8 @@ def test_paste_puts_the_peak_at_its_box_position():
 def test_paste_clips_to_the_canvas_and_handles_empty_boxes():
     pasted = paste_energy(gaussian(), [-10.0, 170.0, 20.0, 200.0])
     h, w = pasted.values.shape
-    assert pasted.x0 == 0 and pasted.y0 + h <= CANVAS_H and w <= 21
-    assert pasted.to_canvas().shape == (CANVAS_H, CANVAS_W)
+    assert pasted.x0 == 0 and pasted.y0 + h <= CANVAS_HEIGHT and w <= 21
+    assert pasted.to_canvas().shape == (CANVAS_HEIGHT, CANVAS_WIDTH)
     assert paste_energy(gaussian(), [50, 50, 50, 60]).values.shape == (0, 0)
     assert paste_energy(gaussian(), [400, 50, 420, 60]).values.shape == (0, 0)
 
@@ -83,8 +84,8 @@ def test_points_in_canvas_integral_and_at_least_three():
         for e in (gaussian(sigma=1.0), rng.random((28, 28)).astype(np.float32)):
             for pts in (dense_points(paste_energy(e, box), step=50), sparse_peaks(paste_energy(e, box))):
                 assert len(pts) >= 3
-                assert np.all(pts[:, 0] >= 0) and np.all(pts[:, 0] < CANVAS_W)
-                assert np.all(pts[:, 1] >= 0) and np.all(pts[:, 1] < CANVAS_H)
+                assert np.all(pts[:, 0] >= 0) and np.all(pts[:, 0] < CANVAS_WIDTH)
+                assert np.all(pts[:, 1] >= 0) and np.all(pts[:, 1] < CANVAS_HEIGHT)
                 assert np.all(pts[:, :2] == np.round(pts[:, :2])) and np.all(
                     (pts[:, 2] > 0) & (pts[:, 2] <= 1)
                 )
@@ -137,7 +138,7 @@ def test_encoded_size_is_the_written_size(tmp_path):
 
 def test_size_model_matches_the_encoder():
     rng = np.random.default_rng(3)
-    cand = _candidates(random_exports(rng, 10, flat=True), "dense", 0.2, 20, CANVAS_H, CANVAS_W)
+    cand = _candidates(random_exports(rng, 10, flat=True), "dense", 0.2, 20, CANVAS_HEIGHT, CANVAS_WIDTH)
     model = _SizeModel(cand)
     for step in (1, 2, 5, 1000):
         assert model.size(step) == encoded_size(cand.annotations(step)) <= model.bound(step)

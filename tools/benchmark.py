@@ -28,20 +28,19 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))  # sibling tools
 
 import bench_metric  # noqa: E402
 
+from seld_d2.acoustics.audio import SAMPLE_RATE  # noqa: E402
 from seld_d2.acoustics.features import FeatureExtractor  # noqa: E402
 from seld_d2.acoustics.geometry import TETRA_CHANNELS, em32_positions  # noqa: E402
 from seld_d2.acoustics.render import render_plane_wave  # noqa: E402
 from seld_d2.acoustics.visibility import FRAME_RATE, visibilities  # noqa: E402
 
-FS = 24000
-
 
 def _test_audio(frames: int, seed: int = 0) -> np.ndarray:
     """A white-noise plane wave plus sensor noise at the tetrahedral capsules, (samples, 4)."""
     rng = np.random.default_rng(seed)
-    n = frames * FS // FRAME_RATE
+    n = frames * SAMPLE_RATE // FRAME_RATE
     mics = em32_positions()[list(TETRA_CHANNELS)]
-    audio = render_plane_wave(rng.standard_normal(n), 40.0, 15.0, mics, FS)
+    audio = render_plane_wave(rng.standard_normal(n), 40.0, 15.0, mics, SAMPLE_RATE)
     return (audio + 0.05 * rng.standard_normal(audio.shape)).astype(np.float32)
 
 
@@ -136,12 +135,14 @@ def bench_features(args: argparse.Namespace) -> dict:
         if args.device.startswith("cuda"):
             torch.cuda.synchronize()
 
-    fe.latent_from_audio(audio[: FS // FRAME_RATE * min(args.frames, args.batch_size)], FS)  # warm-up
+    fe.latent_from_audio(
+        audio[: SAMPLE_RATE // FRAME_RATE * min(args.frames, args.batch_size)], SAMPLE_RATE
+    )  # warm-up
     sync()
     best_total, best_vis = float("inf"), float("inf")
     for _ in range(args.repeats):
         t0 = time.perf_counter()
-        S = visibilities(audio, FS, fe.bands, dtype=np.complex64)
+        S = visibilities(audio, SAMPLE_RATE, fe.bands, dtype=np.complex64)
         t1 = time.perf_counter()
         latent = fe.latent_from_visibilities(S)
         sync()
@@ -163,9 +164,9 @@ def bench_features(args: argparse.Namespace) -> dict:
     if args.reference_frames and args.kind == "uplam":
         # The naive path for comparison: float64 model, one frame per call.
         ref = FeatureExtractor(bands=args.bands, device=args.device, batch_size=1, dtype=torch.float64)
-        part = audio[: args.reference_frames * FS // FRAME_RATE].astype(np.float64)
+        part = audio[: args.reference_frames * SAMPLE_RATE // FRAME_RATE].astype(np.float64)
         t0 = time.perf_counter()
-        ref.latent_from_audio(part, FS)
+        ref.latent_from_audio(part, SAMPLE_RATE)
         sync()
         result["reference_float64_per_frame_frames_per_s"] = round(
             args.reference_frames / (time.perf_counter() - t0), 1
@@ -249,7 +250,7 @@ def _tiny_stairs(root: Path, clips: int = 2, frames: int = 16, seed: int = 0) ->
         seq = f"fold0_bench_{c:03d}"
         wav = root / "mic_dev" / split / f"{seq}.wav"
         wav.parent.mkdir(parents=True, exist_ok=True)
-        sf.write(str(wav), np.zeros((frames * FS // FRAME_RATE, 4), np.float32), FS)
+        sf.write(str(wav), np.zeros((frames * SAMPLE_RATE // FRAME_RATE, 4), np.float32), SAMPLE_RATE)
         fdir = root / "frames_dev" / split / seq
         fdir.mkdir(parents=True, exist_ok=True)
         anns = []
@@ -526,7 +527,7 @@ def bench_infer(args: argparse.Namespace) -> dict:
         tmp = Path(tmp)
         seq, frames = "fold0_bench_001", args.clip_frames
         wav = tmp / f"{seq}.wav"
-        sf.write(str(wav), _test_audio(frames), FS, subtype="FLOAT")
+        sf.write(str(wav), _test_audio(frames), SAMPLE_RATE, subtype="FLOAT")
         fdir = tmp / "frames" / seq
         fdir.mkdir(parents=True)
         for k in range(frames):
@@ -626,9 +627,9 @@ def bench_uplam_train(args: argparse.Namespace) -> dict:
         folder = Path(tmp) / "eigen_dev" / "bench"
         folder.mkdir(parents=True)
         for i in range(args.clips):
-            n = int(args.seconds * FS)
-            audio = render_plane_wave(rng.standard_normal(n), 40.0 * i, 10.0, em32_positions(), FS)
-            sf.write(folder / f"clip{i}.wav", 0.1 * audio / np.abs(audio).max(), FS, subtype="FLOAT")
+            n = int(args.seconds * SAMPLE_RATE)
+            audio = render_plane_wave(rng.standard_normal(n), 40.0 * i, 10.0, em32_positions(), SAMPLE_RATE)
+            sf.write(folder / f"clip{i}.wav", 0.1 * audio / np.abs(audio).max(), SAMPLE_RATE, subtype="FLOAT")
         clips, _ = scan_splits(tmp, ["bench"])
         cfg = get_cfg()
         add_seld_config(cfg)

@@ -32,10 +32,9 @@ from tqdm import tqdm
 from seld_d2 import add_seld_config
 from seld_d2.acoustics.audio import check_wav
 from seld_d2.acoustics.features import build_feature_extractor
+from seld_d2.acoustics.geometry import CANVAS_HEIGHT, CANVAS_WIDTH
 from seld_d2.acoustics.visibility import FRAME_RATE
 from seld_d2.data.datasets import (
-    FRAME_H,
-    FRAME_W,
     DatasetError,
     check_frames,
     frame_file,
@@ -116,8 +115,8 @@ def frame_records(seq: str, frames_dir: Path, feature_file: Path, num_frames: in
     return [
         {
             "file_name": frame_file(frames_dir, seq, k),
-            "height": FRAME_H,
-            "width": FRAME_W,
+            "height": CANVAS_HEIGHT,
+            "width": CANVAS_WIDTH,
             "image_id": f"{seq}/{k}",
             "sequence": seq,
             "frame_index": k,

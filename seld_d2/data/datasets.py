@@ -38,6 +38,7 @@ import numpy as np
 from PIL import Image
 
 from ..acoustics.audio import SAMPLE_RATE, AudioError, check_wav
+from ..acoustics.geometry import CANVAS_HEIGHT, CANVAS_WIDTH
 from ..acoustics.visibility import FRAME_RATE
 from ..utils.errors import DatasetError
 from ..utils.io import atomic_open
@@ -46,7 +47,6 @@ from .labels import Annotation, LabelError, LabelNotes, load_labels, repeated_an
 
 logger = logging.getLogger(__name__)
 
-FRAME_W, FRAME_H = 360, 180
 INDEX_VERSION = 2
 AUDIO_FORMATS = {"mic": ("mic_dev", 4), "eigen": ("eigen_dev", 32)}
 
@@ -127,7 +127,7 @@ def check_frames(
     if abs(n - expected) > tolerance:
         raise FrameError(frames_dir, f"{n} frames, but the audio has {expected} (10 fps)")
     with Image.open(frame_file(frames_dir, seq, 0)) as im:
-        if im.size != (FRAME_W, FRAME_H):
+        if im.size != (CANVAS_WIDTH, CANVAS_HEIGHT):
             logger.warning("%s: frames are %dx%d, will be resized to 360x180", frames_dir, *im.size)
     return n
 
@@ -137,9 +137,9 @@ def load_frame(path: str | os.PathLike) -> np.ndarray:
     try:
         with Image.open(path) as im:
             im = im.convert("RGB")
-            if im.size != (FRAME_W, FRAME_H):
+            if im.size != (CANVAS_WIDTH, CANVAS_HEIGHT):
                 logger.warning("%s: %dx%d frame resized to 360x180", path, *im.size)
-                im = im.resize((FRAME_W, FRAME_H), Image.BILINEAR)
+                im = im.resize((CANVAS_WIDTH, CANVAS_HEIGHT), Image.BILINEAR)
             return np.asarray(im, dtype=np.uint8)
     except FileNotFoundError:
         raise FrameError(path, "frame not found") from None
@@ -272,8 +272,8 @@ def clip_records(clip: ClipIndex, feature_dir: str | os.PathLike | None = None) 
         records.append(
             {
                 "file_name": frame_file(clip.frames_dir, clip.sequence, k),
-                "height": FRAME_H,
-                "width": FRAME_W,
+                "height": CANVAS_HEIGHT,
+                "width": CANVAS_WIDTH,
                 "image_id": f"{clip.split}/{clip.sequence}/{k}",
                 "split": clip.split,
                 "sequence": clip.sequence,

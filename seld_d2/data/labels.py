@@ -23,11 +23,11 @@ from typing import Any
 
 import numpy as np
 
+from ..acoustics.geometry import CANVAS_HEIGHT, CANVAS_WIDTH
 from ..utils.errors import DatasetError
 from ..utils.io import atomic_open
 from .classes import CLASS_NAMES
 
-CANVAS_W, CANVAS_H = 360, 180
 REQUIRED_KEYS = ("metadata_frame_index", "instance_id", "category_id")
 
 # One line per kind of input a reader accepted though the project's writers never write it:
@@ -310,7 +310,7 @@ def check_on_canvas(arr: np.ndarray, path: str | os.PathLike, where: str, rows: 
         i = int(np.argmin(finite))
         shown = rows[i] if rows is not None else arr[i].tolist()
         raise LabelError(path, f"{where}[{i}]", f"non-finite value in {shown!r}")
-    for axis, name, hi in ((0, "x", CANVAS_W), (1, "y", CANVAS_H)):
+    for axis, name, hi in ((0, "x", CANVAS_WIDTH), (1, "y", CANVAS_HEIGHT)):
         out = (arr[:, axis] < 0) | (arr[:, axis] > hi)
         if out.any():
             i = int(np.argmax(out))

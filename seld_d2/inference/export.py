@@ -20,7 +20,8 @@ from typing import Literal, NamedTuple
 import numpy as np
 from scipy.ndimage import maximum_filter
 
-from ..data.labels import CANVAS_H, CANVAS_W, Annotation
+from ..acoustics.geometry import CANVAS_HEIGHT, CANVAS_WIDTH
+from ..data.labels import Annotation
 from .postprocess import Detection
 from .tracker import Export
 
@@ -42,7 +43,7 @@ class PastedEnergy(NamedTuple):
     x0: int
     y0: int
 
-    def to_canvas(self, height: int = CANVAS_H, width: int = CANVAS_W) -> np.ndarray:
+    def to_canvas(self, height: int = CANVAS_HEIGHT, width: int = CANVAS_WIDTH) -> np.ndarray:
         """The full (height, width) float32 canvas, zero outside the crop."""
         out = np.zeros((height, width), dtype=np.float32)
         h, w = self.values.shape
@@ -59,7 +60,10 @@ def _interp_weights(centers: np.ndarray, lo: float, hi: float, size: int) -> np.
 
 
 def paste_energy(
-    energy: np.ndarray, box: np.ndarray | Sequence[float], height: int = CANVAS_H, width: int = CANVAS_W
+    energy: np.ndarray,
+    box: np.ndarray | Sequence[float],
+    height: int = CANVAS_HEIGHT,
+    width: int = CANVAS_WIDTH,
 ) -> PastedEnergy:
     """Resize an (M, M) energy map to its XYXY ``box`` on the (height, width) canvas, soft values kept.
 
@@ -259,8 +263,8 @@ def detections_to_annotations(
     dense_thr: float = 0.5,
     step: int = 1,
     num_peaks: int = 20,
-    height: int = CANVAS_H,
-    width: int = CANVAS_W,
+    height: int = CANVAS_HEIGHT,
+    width: int = CANVAS_WIDTH,
 ) -> list[Annotation]:
     """(track_id, detection) exports -> one single-polygon :class:`Annotation` each, in order.
 
@@ -334,8 +338,8 @@ def thin_to_limit(
     dense_thr: float = 0.5,
     step: int = 1,
     num_peaks: int = 20,
-    height: int = CANVAS_H,
-    width: int = CANVAS_W,
+    height: int = CANVAS_HEIGHT,
+    width: int = CANVAS_WIDTH,
 ) -> tuple[list[Annotation], int]:
     """:func:`detections_to_annotations` with the sampling step raised from ``step`` just enough
     for the written file to fit ``max_bytes``. Returns (annotations, step used); a step above
