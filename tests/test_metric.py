@@ -3,16 +3,12 @@ evaluate_folders) on hand-made cases, against the plain oracle (seld_d2.evaluati
 generated ones, plus the baseline metric's basic behaviour."""
 
 import json
-import sys
-from pathlib import Path
 
 import pytest
+from metric_cases import ann, as_pred, blob, gt_clip, one_blas_thread, write  # noqa: F401  (a fixture)
 
 from seld_d2.evaluation import baseline_metric, metric, reference
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tools"))
-from bench_metric import max_difference, synthetic_case  # noqa: E402
-from metric_cases import ann, as_pred, blob, gt_clip, one_blas_thread, write  # noqa: E402, F401
+from seld_d2.evaluation.synthetic import max_difference, synthetic_case
 
 pytestmark = pytest.mark.usefixtures("one_blas_thread")
 
