@@ -17,3 +17,22 @@ def test_from_config_gives_keyword_arguments_and_cfg_builds():
     built, direct = ClipExporter(cfg), ClipExporter(**kwargs)
     for name in ("select_kw", "tracker_kw", "export_kw", "max_bytes"):
         assert getattr(built, name) == getattr(direct, name), name
+
+
+def test_the_config_defaults_reach_each_stage():
+    # The values test_postprocess, test_tracker and test_export use as "SELD.INFER's defaults".
+    exporter = ClipExporter(add_seld_config(get_cfg()))
+    assert exporter.select_kw == {
+        "score_thresh": 0.70,
+        "class_thresh": {12: 0.85},
+        "nms_thresh": 0.5,
+        "max_per_class": None,
+    }
+    assert exporter.tracker_kw == {
+        "min_age": 2,
+        "max_missed": 2,
+        "iou_thresh": 0.3,
+        "coast_score_decay": None,
+    }
+    assert exporter.export_kw == {"mode": "dense", "dense_thr": 0.5, "step": 1, "num_peaks": 20}
+    assert exporter.max_bytes == 20 * 2**20

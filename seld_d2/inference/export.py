@@ -159,9 +159,7 @@ def _select_mask(rank: np.ndarray, num_primary: np.ndarray, num_points: np.ndarr
     return kept | fill1 | fill2
 
 
-def dense_points(
-    energy_map: np.ndarray | PastedEnergy, *, dense_thr: float = 0.5, step: int = 1
-) -> np.ndarray:
+def dense_points(energy_map: np.ndarray | PastedEnergy, *, dense_thr: float, step: int = 1) -> np.ndarray:
     """Dense extraction + 1-D sampling of one map -> float32 (K, 3) ``[x, y, v]``, peak first.
 
     Pixels >= ``dense_thr`` x max, sorted by intensity (ties row-major), every ``step``-th kept;
@@ -172,7 +170,7 @@ def dense_points(
     return _sample(ranked, step)
 
 
-def sparse_peaks(energy_map: np.ndarray | PastedEnergy, num_peaks: int = 20, *, step: int = 1) -> np.ndarray:
+def sparse_peaks(energy_map: np.ndarray | PastedEnergy, num_peaks: int, *, step: int = 1) -> np.ndarray:
     """The baseline exporter's points: the ``num_peaks`` strongest 3x3 local maxima, filled up with
     the highest other pixels, every ``step``-th kept -> float32 (K, 3) ``[x, y, v]``, peak first."""
     return _sample(_rank_sparse(energy_map, num_peaks), step)
@@ -259,10 +257,10 @@ def _candidates(
 def detections_to_annotations(
     exports: list[Export],
     *,
-    mode: Mode = "dense",
-    dense_thr: float = 0.5,
+    mode: Mode,
+    dense_thr: float,
+    num_peaks: int,
     step: int = 1,
-    num_peaks: int = 20,
     height: int = CANVAS_HEIGHT,
     width: int = CANVAS_WIDTH,
 ) -> list[Annotation]:
@@ -333,11 +331,11 @@ class _SizeModel:
 def thin_to_limit(
     exports: list[Export],
     *,
+    mode: Mode,
+    dense_thr: float,
+    num_peaks: int,
     max_bytes: int = DEFAULT_MAX_BYTES,
-    mode: Mode = "dense",
-    dense_thr: float = 0.5,
     step: int = 1,
-    num_peaks: int = 20,
     height: int = CANVAS_HEIGHT,
     width: int = CANVAS_WIDTH,
 ) -> tuple[list[Annotation], int]:
