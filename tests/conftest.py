@@ -39,15 +39,12 @@ def official_cases_folders(root, seed: int = 11) -> tuple:
     """A prediction and a ground-truth folder holding every input the official evaluator scores
     though the project's writers never write it (SPEC §2.7); returns ``(pred_dir, gt_dir)``.
 
-    Clips fold4_room{k}_mix001 from ``bench_metric.synthetic_case``: room0's GT lies one folder
-    below ``gt/``; room2's GT has no prediction file; room3's GT is a plain ``<clip>.json`` (not
-    paired); room9's prediction has no GT; ``.hidden.json`` is not JSON at all (ignored).
+    Clips fold4_room{k}_mix001 from ``seld_d2.evaluation.synthetic.synthetic_case``: room0's GT
+    lies one folder below ``gt/``; room2's GT has no prediction file; room3's GT is a plain
+    ``<clip>.json`` (not paired); room9's prediction has no GT; ``.hidden.json`` is not JSON at all
+    (ignored).
     """
-    import sys
-    from pathlib import Path
-
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tools"))
-    from bench_metric import synthetic_case
+    from seld_d2.evaluation.synthetic import synthetic_case
 
     pred, gt = synthetic_case(seed, clips=4, frames=16)
     pred["fold4_room9_mix001"] = pred["fold4_room3_mix001"]

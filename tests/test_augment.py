@@ -1,10 +1,8 @@
 import numpy as np
 import pytest
-
-import seld_d2  # noqa: F401
-from seld_d2.data import augment as A
-
 from detectron2.data import transforms as T
+
+from seld_d2.data import augment as A
 
 RNG = np.random.default_rng(0)
 

@@ -18,8 +18,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 import torchvision
+from detectron2.checkpoint import DetectionCheckpointer
+from detectron2.config import get_cfg
+from detectron2.modeling import build_model
 
-import seld_d2  # noqa: F401  (Pillow alias before detectron2)
 from seld_d2 import add_seld_config
 from seld_d2.modeling.pretrained import (
     IMAGENET_MEAN_RGB,
@@ -27,10 +29,6 @@ from seld_d2.modeling.pretrained import (
     STEM_CONV,
     torchvision_resnet_to_d2,
 )
-
-from detectron2.checkpoint import DetectionCheckpointer
-from detectron2.config import get_cfg
-from detectron2.modeling import build_model
 
 REPO = Path(__file__).resolve().parents[1]
 RUN3 = REPO / "configs" / "SELD" / "run3_mel16.yaml"

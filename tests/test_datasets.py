@@ -153,15 +153,14 @@ def test_released_stairs26_labels_train_what_they_can_and_keep_everything(tmp_pa
     seam-crossing event, float coordinates, and no distance are read; the map-less annotation and
     the repeated copy train nothing (``iscrowd``) but stay in the records for evaluation."""
     import torch
+    from detectron2.layers import ShapeSpec
+    from detectron2.structures import Instances
 
     from seld_d2.acoustics.features import write_cache
     from seld_d2.data.mapper import SeldDatasetMapper
     from seld_d2.data.sampler import class_frequencies
     from seld_d2.evaluation.evaluator import record_annotations
     from seld_d2.modeling.distance_head import DistanceHead
-
-    from detectron2.layers import ShapeSpec
-    from detectron2.structures import Instances
 
     seq = "fold4_room1_mix003"
     make_clip(tmp_path, seq, labels=False)
@@ -231,3 +230,13 @@ def test_audio_shorter_than_its_frames_names_the_wav(tmp_path):
     with pytest.raises(AudioError) as err:
         D.check_clip(tmp_path, SPLIT, "clip")
     assert str(err.value) == f"{wav}: shorter than its clip: 3 frames of audio (10 fps), 6 video frames"
+
+
+def test_dataset_errors_are_one_hierarchy():
+    from seld_d2.acoustics.audio import AudioError
+    from seld_d2.data.labels import LabelError
+
+    for err in (AudioError("a.wav", "x"), D.FrameError("f.png", "x"), LabelError("l.json", "frame 3", "x")):
+        assert isinstance(err, D.DatasetError) and isinstance(err, ValueError)
+        with pytest.raises(D.DatasetError):
+            raise err

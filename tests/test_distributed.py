@@ -23,23 +23,23 @@ import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
+from detectron2.config import get_cfg
+from detectron2.data import DatasetCatalog
+from detectron2.engine import HookBase
+from detectron2.structures import Boxes, Instances
+from detectron2.utils import comm
 from test_datasets import SPLIT, make_clip
 from test_train_net import REPO, args_for, train_net
 from torch import nn
 
-import seld_d2  # noqa: F401
 from seld_d2.acoustics.features import write_cache
+from seld_d2.config import add_seld_config
 from seld_d2.data.datasets import load_stairs26
 from seld_d2.data.sampler import ClassBalancedFrameSampler
 from seld_d2.engine.distributed import launch
 from seld_d2.engine.hooks import ProgressiveUnfreezing, unwrap_model, validation_losses
 from seld_d2.evaluation.evaluator import Stairs26Evaluator
 from seld_d2.inference.submission import ClipExporter
-
-from detectron2.data import DatasetCatalog
-from detectron2.engine import HookBase
-from detectron2.structures import Boxes, Instances
-from detectron2.utils import comm
 
 WORLD = 2
 
@@ -72,7 +72,7 @@ def _worker(rank: int, port: int, results) -> None:
     dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=WORLD)
     try:
         means = validation_losses(_Losses(), _shard(rank))
-        evaluator = Stairs26Evaluator("unused", ClipExporter())
+        evaluator = Stairs26Evaluator("unused", ClipExporter(add_seld_config(get_cfg())))
         evaluator.reset()
         for k in range(3):  # each rank its own clip, as the sharded test loader gives them
             x, out = _frame(f"seq{rank}", k)

@@ -11,10 +11,10 @@ from conftest import official_cases_folders
 
 from seld_d2.data.labels import write_labels
 from seld_d2.evaluation import reference
+from seld_d2.evaluation.synthetic import max_difference, synthetic_case
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tools"))
 import evaluate  # noqa: E402
-from bench_metric import max_difference, synthetic_case  # noqa: E402
 
 
 @pytest.fixture(scope="module")

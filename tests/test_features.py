@@ -118,16 +118,16 @@ def test_srp_kind_is_cached_under_its_own_key(extractor, clip, tmp_path):
 
 
 def test_feature_kind_from_config():
-    from seld_d2.config import add_seld_config
-
     from detectron2.config import get_cfg
+
+    from seld_d2.config import add_seld_config
 
     cfg = add_seld_config(get_cfg())
     cfg.MODEL.DEVICE = "cpu"
-    assert F.FeatureExtractor.from_config(cfg).kind == "uplam"
+    assert F.build_feature_extractor(cfg).kind == "uplam"
     cfg.SELD.AUDIO.FEATURE_KIND, cfg.SELD.AUDIO.SRP_METHOD = "srp", "music"
     cfg.SELD.AUDIO.UPLAM_CHECKPOINT = "ignored.pth"  # does not apply to srp
-    fe = F.FeatureExtractor.from_config(cfg)
+    fe = F.build_feature_extractor(cfg)
     assert (fe.kind, fe.method, fe.band_name, fe.model) == ("srp", "music", "mel16", None)
 
 
@@ -230,3 +230,17 @@ def test_extract_features_tool_refuses_a_truncated_wav(tmp_path):
     assert any(f"{wavs / 'cut.wav'}: truncated: its data chunk holds" in e for e in errors), errors
     assert any(f"{wavs / 'empty.wav'}: empty file (0 bytes)" in e for e in errors), errors
     assert sorted(p.name for p in (root / "features_dev" / split).glob("*.npz")) == ["good.npz"]
+
+
+def test_from_config_returns_the_keyword_arguments():
+    from detectron2.config import get_cfg
+
+    from seld_d2.config import add_seld_config
+
+    cfg = add_seld_config(get_cfg())
+    kwargs = F.FeatureExtractor.from_config(cfg, device="cpu")
+    assert (
+        kwargs["kind"] == "uplam"
+        and kwargs["device"] == "cpu"
+        and kwargs["seed"] == cfg.SELD.AUDIO.RANDOM_INIT_SEED
+    )

@@ -1,60 +1,17 @@
 """Epoch hooks in isolation, on a small model whose parameter names follow Detectron2's ResNet-FPN
-(backbone.bottom_up.stem / res2..res5, backbone.fpn_*, proposal_generator, roi_heads)."""
+(tests/tiny_detector.py)."""
 
 import random
 
 import numpy as np
 import pytest
 import torch
-from torch import nn
-
-import seld_d2  # noqa: F401
-from seld_d2.engine import hooks as H
-from seld_d2.engine.param_groups import GROUP_NAMES, named_groups
-
 from detectron2.utils.events import EventStorage
+from tiny_detector import TinyDetector
+
+from seld_d2.engine import hooks as H
 
 SCHEDULE = {"stems": 1, "layer1": 1, "layer2": 0, "layer3": 7, "layer4": 3}
-
-
-class Stem(nn.Module):
-    def __init__(self):
-        super().__init__()
-        self.conv_rgb = nn.Conv2d(3, 4, 3)
-        self.conv_audio = nn.Conv2d(16, 4, 3)
-        self.norm = nn.BatchNorm2d(4)
-
-
-class BottomUp(nn.Module):
-    def __init__(self):
-        super().__init__()
-        self.stem = Stem()
-        for i in range(2, 6):
-            setattr(self, f"res{i}", nn.Sequential(nn.Conv2d(4, 4, 1), nn.BatchNorm2d(4)))
-
-
-class Backbone(nn.Module):
-    def __init__(self):
-        super().__init__()
-        self.bottom_up = BottomUp()
-        self.fpn_lateral2 = nn.Conv2d(4, 4, 1)
-
-
-class ROIHeads(nn.Module):
-    def __init__(self):
-        super().__init__()
-        self.box_head = nn.Linear(4, 4)
-        self.box_predictor = nn.Linear(4, 14)
-        self.energy_head = nn.Conv2d(4, 1, 1)
-
-
-class TinyDetector(nn.Module):
-    def __init__(self):
-        super().__init__()
-        self.backbone = Backbone()
-        self.proposal_generator = nn.Linear(4, 4)
-        self.roi_heads = ROIHeads()
-        self.fullmap_head = nn.Conv2d(4, 1, 1)
 
 
 class FakeTrainer:
@@ -72,25 +29,6 @@ def stage_trainable(model):
         if stage:
             out.setdefault(stage, set()).add(p.requires_grad)
     return {s: v.pop() for s, v in out.items() if len(v) == 1}
-
-
-def test_param_groups_cover_every_parameter_once():
-    model = TinyDetector()
-    groups = named_groups(model)
-    assert list(groups) == list(GROUP_NAMES)
-    names = [n for params in groups.values() for n, _ in params]
-    assert sorted(names) == sorted(n for n, _ in model.named_parameters())
-    assert {n for n, _ in groups["rgb_stem"]} == {
-        "backbone.bottom_up.stem.conv_rgb.weight",
-        "backbone.bottom_up.stem.conv_rgb.bias",
-    }
-    assert "backbone.bottom_up.stem.norm.weight" in {n for n, _ in groups["norms"]}
-    assert {n for n, _ in groups["layer3"]} == {
-        "backbone.bottom_up.res4.0.weight",
-        "backbone.bottom_up.res4.0.bias",
-    }
-    assert {n for n, _ in groups["extra_heads"]} >= {"roi_heads.energy_head.weight", "fullmap_head.weight"}
-    assert groups["box_predictor"] and groups["rpn"] and groups["fpn"]
 
 
 @pytest.mark.parametrize(

@@ -10,15 +10,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 import soundfile as sf
+from detectron2.data import DatasetCatalog
 from test_datasets import SPLIT, make_clip
 from test_train_net import SMALL, args_for
 
-import seld_d2  # noqa: F401
 from seld_d2.acoustics.features import write_cache
 from seld_d2.data.labels import load_labels
 from seld_d2.evaluation.metric import evaluate_folders
-
-from detectron2.data import DatasetCatalog
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tools"))
 import evaluate  # noqa: E402

@@ -3,7 +3,6 @@ import pytest
 import torch
 from test_datasets import SPLIT, make_clip
 
-import seld_d2  # noqa: F401
 from seld_d2.acoustics.features import write_cache
 from seld_d2.data import augment as A
 from seld_d2.data.datasets import load_stairs26

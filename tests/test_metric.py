@@ -1,180 +1,16 @@
-"""The official metric (seld_d2.evaluation.metric) on hand-made cases, against its plain oracle
-(seld_d2.evaluation.reference) on generated ones, plus the baseline metric's basic behaviour."""
+"""The official metric's entry points (seld_d2.evaluation.metric: evaluate_annotations,
+evaluate_folders) on hand-made cases, against the plain oracle (seld_d2.evaluation.reference) on
+generated ones, plus the baseline metric's basic behaviour."""
 
 import json
-import math
-import re
-import sys
-from pathlib import Path
 
-import numpy as np
 import pytest
-from scipy.spatial import Delaunay
+from metric_cases import ann, as_pred, blob, gt_clip, one_blas_thread, write  # noqa: F401  (a fixture)
 
-from seld_d2.data.labels import Annotation, LabelError, write_labels
-from seld_d2.data.synth.blas import blas_threads
 from seld_d2.evaluation import baseline_metric, metric, reference
+from seld_d2.evaluation.synthetic import max_difference, synthetic_case
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tools"))
-from bench_metric import max_difference, synthetic_case  # noqa: E402
-
-
-@pytest.fixture(autouse=True)
-def one_blas_thread():
-    """Renders called directly (not through evaluate_*) still want single-threaded LAPACK."""
-    with blas_threads(1):
-        yield
-
-
-def blob(cx: int, cy: int, r: int, seed: int = 0) -> np.ndarray:
-    """STAIRS26-like polygon: integer pixels of a disc on the 360x180 canvas (x wrapped), values
-    peaking at the centre with a little noise; float32 (K, 3)."""
-    xs, ys = np.meshgrid(np.arange(cx - r, cx + r + 1), np.arange(cy - r, cy + r + 1))
-    inside = (xs - cx) ** 2 + (ys - cy) ** 2 <= r * r
-    x, y = xs[inside], ys[inside]
-    rho2 = ((x - cx) ** 2 + (y - cy) ** 2) / r**2
-    v = 0.24 + 0.76 * np.exp(-2 * rho2) * np.random.default_rng(seed).uniform(0.95, 1.0, len(x))
-    return np.column_stack([np.mod(x, 360), y, v]).astype(np.float32)
-
-
-def ann(frame: int, cls: int, polys: list[np.ndarray], score: float | None = None, dist: float = 200.0):
-    return Annotation(frame, 0, cls, dist, polys, score)
-
-
-def gt_clip(n: int = 4, cls: int = 0) -> list[Annotation]:
-    """n frames, one event each, at different places."""
-    return [ann(f, cls, [blob(40 + 60 * f, 60 + 10 * f, 10, seed=f)]) for f in range(n)]
-
-
-def as_pred(anns: list[Annotation], scores: list[float], dx: int = 0) -> list[Annotation]:
-    out = []
-    for a, s in zip(anns, scores, strict=True):
-        polys = [p.copy() for p in a.polygons]
-        for p in polys:
-            p[:, 0] = np.mod(p[:, 0] + dx, 360)
-        out.append(Annotation(a.frame, a.instance_id, a.category_id, a.distance, polys, s))
-    return out
-
-
-# ---------------------------------------------------------------------------- rendering
-
-
-def test_render_peak_normalised_and_local():
-    m = metric.render_annotation([blob(180, 90, 12)])
-    assert m.shape == (metric.CANVAS_H, metric.CANVAS_W)
-    assert m.max() == pytest.approx(1.0)
-    ys, xs = np.nonzero(m)
-    # 12 px of radius on the 360-wide canvas is 3.3 px on the 100-wide one, around (50, 25).
-    assert xs.min() >= 46 and xs.max() <= 54 and ys.min() >= 21 and ys.max() <= 29
-
-
-def test_render_seam_is_one_blob_at_both_edges():
-    # One polygon around x = 0: points at x = 358..359 and 0..2 (a lattice strip, 6 rows).
-    x = np.array([356, 357, 358, 359, 0, 1, 2, 3, 4], dtype=np.float32)
-    xs, ys = np.meshgrid(x, np.arange(85, 96, dtype=np.float32))
-    v = np.exp(-(((xs + 180) % 360 - 180) ** 2) / 20.0)
-    poly = np.column_stack([xs.ravel(), ys.ravel(), v.ravel()]).astype(np.float32)
-    m = metric.render_annotation([poly])
-    cols = np.flatnonzero(m.any(axis=0))
-    assert 0 in cols and 99 in cols  # both edges of the canvas
-    assert set(cols.tolist()) <= {0, 1, 98, 99}  # and nothing across the middle
-    ref = reference.render_annotation(ann(0, 0, [poly]))
-    np.testing.assert_allclose(m, ref, rtol=0, atol=1e-12)
-    # Drawn without the seam handling it would span the whole canvas.
-    assert metric.scale_polygon(poly)[0].max() > metric.CANVAS_W
-
-
-def test_render_matches_griddata_on_varied_polygons():
-    rng = np.random.default_rng(3)
-    cases = [
-        [blob(100, 40, 9)],
-        [blob(3, 120, 8)],  # crossing the seam
-        [blob(200, 170, 11)],  # clipped at the bottom edge
-        [blob(250, 90, 12)[::3]],  # thinned like the dense exporter
-        [blob(10, 10, 3), blob(300, 100, 5)],  # two polygons
-        [np.column_stack([rng.uniform(0, 360, 40), rng.uniform(0, 180, 40), rng.uniform(-0.2, 1, 40)])],
-        [np.array([[10, 10, 0.5], [20, 10, 0.7], [30, 10, 0.2]])],  # collinear: qhull refuses
-        [np.array([[100, 50, 0.5], [101.4, 50.6, 0.9]])],  # two points
-        [np.array([[360, 180, 0.9], [0, 0, 0.1], [180, 90, 0.4]])],  # canvas corners
-    ]
-    for polys in cases:
-        polys = [np.asarray(p, dtype=np.float32) for p in polys]
-        fast = metric.render_annotation(polys)
-        ref = reference.render_annotation(ann(0, 0, polys))
-        assert fast.dtype == ref.dtype
-        np.testing.assert_allclose(fast, ref, rtol=0, atol=1e-12)
-        assert not (ref[~metric.support_mask(polys)] > 0).any()
-
-
-def test_render_follows_griddata_on_a_hull_vertex_pixel():
-    # A thinned blob whose hull vertex (252, 144) lands exactly on pixel (70, 40): barycentric
-    # tests put the pixel inside three triangles, but scipy's walk reaches it through a sliver
-    # along the hull that rounding puts 1e-11 beside it, so griddata leaves it at 0.
-    rows = {133: [251, *range(253, 260)], 134: range(247, 261), 135: range(247, 261), 136: range(245, 261)}
-    rows |= {137: range(246, 261), 138: range(246, 260), 139: range(247, 260), 140: range(248, 259)}
-    rows |= {141: range(250, 259), 142: range(250, 258), 143: range(252, 258), 144: range(252, 257)}
-    rows |= {145: [255]}
-    pts = np.array([(x, y, 0.5 + 0.02 * (x - 245)) for y, xs in rows.items() for x in xs], dtype=np.float32)
-    fast = metric.render_annotation([pts])
-    ref = reference.render_annotation(ann(0, 0, [pts]))
-    assert ref[40, 70] == 0.0 and fast[40, 70] == 0.0 and ref[40, 71] > 0
-    np.testing.assert_allclose(fast, ref, rtol=0, atol=1e-12)
-
-
-def test_render_batching_and_scipy_fallbacks_agree():
-    polys = [[blob(100, 40, 9)], [blob(3, 120, 8)], [blob(250, 90, 12)[::3], blob(20, 20, 2)]]
-    batched = metric.render_annotations(polys)
-    one_by_one = metric.render_annotations(polys, chunk=1)
-    for a, b in zip(batched, one_by_one, strict=True):
-        np.testing.assert_allclose(a, b, rtol=0, atol=1e-12)
-    # The two scipy paths used for hull-boundary pixels and degenerate triangles.
-    xs, ys, v = metric.scale_polygon(blob(250, 90, 12)[::3])
-    tri = Delaunay(np.column_stack([xs, ys]).astype(np.float64))
-    grid = metric._griddata_grid(tri, v.astype(np.float64))
-    row, col, val = metric._griddata_bbox(tri, v.astype(np.float64))
-    sparse = np.zeros_like(grid)
-    sparse[row, col] = val
-    np.testing.assert_array_equal(sparse, grid)
-    folded = np.clip(np.maximum(grid[:, :100], grid[:, 100:]), 0, None)
-    np.testing.assert_allclose(
-        folded / folded.max(), metric.render_annotation([blob(250, 90, 12)[::3]]), rtol=0, atol=1e-12
-    )
-
-
-def test_degenerate_polygons_become_single_pixels():
-    # x = 36, 72 -> 10, 20 on the metric canvas; y = 36 -> 10.
-    m = metric.render_annotation([np.array([[36, 36, 0.5], [72, 36, 1.0]], dtype=np.float32)])
-    assert m.dtype == np.float32
-    assert set(zip(*np.nonzero(m), strict=True)) == {(10, 10), (10, 20)}
-    assert m[10, 20] == 1.0 and m[10, 10] == 0.5
-    flat = np.array([[x, 72, 1.0] for x in range(0, 40, 4)], dtype=np.float32)
-    assert np.count_nonzero(metric.render_annotation([flat])) > 0
-    assert metric.render_annotation([]).max() == 0.0
-
-
-# ---------------------------------------------------------------------------- measures
-
-
-def test_pearson_and_iou_edge_cases():
-    a = metric.render_annotation([blob(180, 90, 12)])
-    assert metric.pearson(a, a) == pytest.approx(1.0)
-    assert metric.soft_iou(a, a) == pytest.approx(1.0)
-    assert math.isnan(metric.pearson(a, np.zeros_like(a)))  # zero variance
-    one = np.zeros_like(a)
-    one[3, 3] = 1.0
-    assert math.isnan(metric.pearson(one, a))  # fewer than 2 GT pixels
-    assert metric.soft_iou(np.zeros_like(a), np.zeros_like(a)) == 0.0
-
-
-def test_average_precision_by_hand():
-    # Ranked: FP (0.95), TP (0.9), TP (0.8) against 4 GT: precision 2/3 up to recall 0.5.
-    ap = metric.average_precision(np.array([0.9, 0.95, 0.8]), np.array([True, False, True]), 4)
-    assert ap == pytest.approx(51 * (2 / 3) / 101, abs=1e-6)
-    assert metric.average_precision(np.zeros(0), np.zeros(0, bool), 3) == 0.0
-    assert math.isnan(metric.average_precision(np.ones(2), np.ones(2, bool), 0))
-    for scores, tp, n in [([0.5, 0.5, 0.5], [True, False, True], 3), ([0.1, 0.9], [False, True], 1)]:
-        s, t = np.array(scores), np.array(tp)
-        assert metric.average_precision(s, t, n) == reference.average_precision(scores, tp, n)
+pytestmark = pytest.mark.usefixtures("one_blas_thread")
 
 
 # ---------------------------------------------------------------------------- whole evaluations
@@ -322,12 +158,7 @@ def test_curve_thresholds_agree_with_main_thresholds():
     assert all(a >= b for a, b in zip(curve, curve[1:], strict=False))  # AP falls as t rises
 
 
-# ---------------------------------------------------------------------------- files
-
-
-def write(path: Path, anns: list[Annotation]) -> Path:
-    write_labels(path, anns)
-    return path
+# ---------------------------------------------------------------------------- folders
 
 
 def test_folders_pairing_and_missing_prediction(tmp_path):
@@ -352,58 +183,6 @@ def test_folders_pairing_and_missing_prediction(tmp_path):
     (tmp_path / "pred" / "s1.json").unlink()
     with pytest.raises(metric.MetricError, match="nothing to score"):
         metric.evaluate_folders(tmp_path / "pred", tmp_path / "gt")
-
-
-def _raw(tmp_path: Path, name: str, anns: list[dict]) -> Path:
-    path = tmp_path / name
-    path.write_text(json.dumps({"annotations": anns}))
-    return path
-
-
-def test_frame_and_category_are_read_with_int(tmp_path):
-    seg = [[[10, 20, 0.5], [11, 20, 1.0], [10, 21, 0.3]]]
-    base = {"instance_id": 0, "distance": 100, "segmentation": seg, "score": 0.5}
-    anns = [
-        {**base, "metadata_frame_index": 3.0, "category_id": 2},
-        {**base, "metadata_frame_index": "3", "category_id": 2.7},
-        {**base, "metadata_frame_index": 3.7, "category_id": " 2 "},
-        {**base, "metadata_frame_index": -1, "category_id": True},
-    ]
-    notes = metric.LabelNotes()
-    back = metric.load_predictions(_raw(tmp_path, "p.json", anns), notes=notes)
-    assert [(a.frame, a.category_id) for a in back] == [(3, 2), (3, 2), (3, 2), (-1, 1)]
-    assert [(r.frame, r.category_id) for r in reference.read_file(str(tmp_path / "p.json"), True)] == [
-        (a.frame, a.category_id) for a in back
-    ]
-    assert notes["cast"] == 6 and notes["negative_frame"] == 1
-    for bad, what in [("3.5", "'3.5'"), (None, "None"), ([3], "[3]"), (float("inf"), "inf")]:
-        path = _raw(tmp_path, "bad.json", [{**base, "metadata_frame_index": bad, "category_id": 0}])
-        with pytest.raises(
-            LabelError, match=rf"annotations\[0\]\.metadata_frame_index: int\(\) rejects {re.escape(what)}"
-        ):
-            metric.load_predictions(path)
-        with pytest.raises((ValueError, TypeError, OverflowError)):
-            reference.read_file(str(path), True)
-
-
-def test_bad_prediction_file_rejected(tmp_path):
-    gt = gt_clip(1)
-    write(tmp_path / "gt" / "s_std.json", gt)
-    bad = as_pred(gt, [0.9])
-    bad[0].polygons[0][0, 0] = 360.5  # off the canvas
-    write(tmp_path / "pred" / "s.json", bad)
-    with pytest.raises(ValueError, match=r"s\.json.*x=360\.5 outside the canvas"):
-        metric.evaluate_folders(tmp_path / "pred", tmp_path / "gt", workers=1)
-    path = _raw(
-        tmp_path, "n.json", [{"metadata_frame_index": 0, "category_id": 0, "segmentation": [[[1, 2]]]}]
-    )
-    with pytest.raises(LabelError, match=r"segmentation\[0\]: must be an N x 3 array"):
-        metric.load_ground_truth(path)
-    big = tmp_path / "big.json"
-    big.write_text('{"annotations": []}' + " " * metric.MAX_FILE_BYTES)
-    with pytest.raises(metric.MetricError, match=r"exceeds the 20 MiB \(20971520-byte\) limit"):
-        metric.load_predictions(big)
-    assert metric.load_ground_truth(big) == []  # the limit is on prediction files
 
 
 # ---------------------------------------------------------------------------- baseline metric

@@ -10,8 +10,14 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from detectron2.checkpoint import DetectionCheckpointer
+from detectron2.config import get_cfg
+from detectron2.layers import ShapeSpec
+from detectron2.modeling import build_backbone, build_model
+from detectron2.modeling.poolers import ROIPooler
+from detectron2.structures import Boxes, Instances
+from detectron2.utils.events import EventStorage
 
-import seld_d2  # noqa: F401  (conftest imports it before detectron2: Pillow alias)
 from seld_d2 import add_seld_config
 from seld_d2.modeling import (
     DualModalityStem,
@@ -26,14 +32,6 @@ from seld_d2.modeling import (
     inverse_frequency_weights,
     softmax_focal_loss,
 )
-
-from detectron2.checkpoint import DetectionCheckpointer
-from detectron2.config import get_cfg
-from detectron2.layers import ShapeSpec
-from detectron2.modeling import build_backbone, build_model
-from detectron2.modeling.poolers import ROIPooler
-from detectron2.structures import Boxes, Instances
-from detectron2.utils.events import EventStorage
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 H, W = 180, 360
@@ -479,25 +477,31 @@ def test_inference_without_full_map(model):
 
 
 def test_predictor_score_floor_keeps_the_detections_above_it(model):
-    """SeldPredictor raises the box predictor's threshold to the lowest SELD.INFER threshold
-    for one call: the detections at or above it are exactly those of the unraised model."""
-    from seld_d2.inference.predictor import SeldPredictor
+    """A SeldPredictor building its model raises the box predictor's threshold once, to just
+    below the lowest SELD.INFER threshold: the detections at or above that are exactly those of
+    the unraised model."""
+    from seld_d2.inference.predictor import SeldPredictor, score_floor
 
     cfg = small_cfg()
-    predictor = SeldPredictor(cfg, model=model)
     threshold = model.roi_heads.box_predictor.test_score_thresh
     inputs = batch(with_targets=False)
-    everything = predictor.run_batch(inputs)
+    everything = SeldPredictor(cfg, model=model).run_batch(inputs)  # a given model is used as is
     scores = torch.cat([o["instances"].scores for o in everything])
     floor = float(scores.median())
     assert (scores > floor).any() and (scores <= floor).any()
-    raised = predictor.run_batch(inputs, score_floor=floor)
-    assert model.roi_heads.box_predictor.test_score_thresh == threshold  # restored
+    cfg.SELD.INFER.SCORE_THRESH = floor
+    cfg.SELD.INFER.CLASS_SCORE_THRESH = []
+    predictor = SeldPredictor(cfg)
+    predictor.model.load_state_dict(model.state_dict())
+    kept = predictor.model.roi_heads.box_predictor.test_score_thresh
+    assert kept == predictor.score_floor == score_floor(cfg) < floor
+    assert model.roi_heads.box_predictor.test_score_thresh == threshold
+    assert cfg.MODEL.ROI_HEADS.SCORE_THRESH_TEST == threshold  # the caller's config is not changed
+    raised = predictor.run_batch(inputs)
     for a, b in zip(everything, raised, strict=True):
         a, b = a["instances"], b["instances"]
-        a = a[a.scores > floor]
+        a = a[a.scores > kept]
         assert len(a) == len(b)
         for name in ("scores", "pred_classes", "pred_energy", "pred_distance"):
             torch.testing.assert_close(b.get(name), a.get(name), msg=name)
         torch.testing.assert_close(b.pred_boxes.tensor, a.pred_boxes.tensor)
-    assert predictor.score_floor < cfg.SELD.INFER.SCORE_THRESH

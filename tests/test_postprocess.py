@@ -5,23 +5,25 @@ from seld_d2.inference.postprocess import BASELINE_SELECTION, Detection, select_
 
 BOX = [100.0, 50.0, 140.0, 80.0]
 SHIFTED = [102.0, 51.0, 142.0, 81.0]  # IoU with BOX ~0.86
+# The SELD.INFER defaults (seld_d2/config.py; test_submission checks ClipExporter(cfg) passes them).
+REPORT = {"score_thresh": 0.70, "class_thresh": {12: 0.85}, "nms_thresh": 0.5}
 
 
 def test_knock_needs_085_other_classes_070():
     boxes = np.array([BOX, [0, 0, 10, 10], [200, 0, 230, 20], [300, 100, 320, 120]], np.float32)
     scores = np.array([0.80, 0.80, 0.90, 0.69])
     classes = np.array([12, 0, 12, 3])
-    keep = select_detections(boxes, scores, classes)
+    keep = select_detections(boxes, scores, classes, **REPORT)
     assert keep.tolist() == [2, 1]  # the 0.80 Knock and the 0.69 telephone go; best first
-    assert select_detections(boxes, scores, classes, class_thresh=None).tolist() == [2, 0, 1]
+    assert select_detections(boxes, scores, classes, **{**REPORT, "class_thresh": None}).tolist() == [2, 0, 1]
 
 
 def test_nms_is_class_wise():
     boxes = np.array([BOX, SHIFTED, SHIFTED], np.float32)
     scores = np.array([0.9, 0.8, 0.75])
-    keep = select_detections(boxes, scores, np.array([4, 4, 8]))
+    keep = select_detections(boxes, scores, np.array([4, 4, 8]), **REPORT)
     assert keep.tolist() == [0, 2]  # same class suppressed, the overlapping other class kept
-    assert select_detections(boxes, scores, np.array([4, 5, 8])).tolist() == [0, 1, 2]
+    assert select_detections(boxes, scores, np.array([4, 5, 8]), **REPORT).tolist() == [0, 1, 2]
 
 
 def test_order_ties_and_top_k_per_class():
@@ -30,9 +32,9 @@ def test_order_ties_and_top_k_per_class():
     boxes = np.stack([x, x * 0 + 10, x + 20, x * 0 + 40], axis=1).astype(np.float32)  # disjoint
     scores = np.array([0.9, 0.95, 0.9, 0.8, 0.99, 0.9, 0.75, 0.85, 0.9, 0.9, 0.72, 0.71])
     classes = rng.permutation(np.repeat([0, 1, 2], 4))
-    keep = select_detections(boxes, scores, classes)
+    keep = select_detections(boxes, scores, classes, **REPORT)
     assert keep.tolist() == sorted(range(12), key=lambda i: (-scores[i], i))
-    top2 = select_detections(boxes, scores, classes, max_per_class=2)
+    top2 = select_detections(boxes, scores, classes, **REPORT, max_per_class=2)
     assert len(top2) == 6 and np.bincount(classes[top2]).tolist() == [2, 2, 2]
     for c in range(3):  # the two best of each class
         best = sorted(np.flatnonzero(classes == c), key=lambda i: (-scores[i], i))[:2]
@@ -44,7 +46,8 @@ def test_baseline_settings_and_torch_inputs():
     scores = torch.tensor([0.5, 0.4, 0.3])
     keep = select_detections(boxes, scores, torch.tensor([1, 1, 1]), **BASELINE_SELECTION)
     assert keep.tolist() == [0]  # NMS 0.3 and score 0.35
-    assert select_detections(boxes[:0], scores[:0], torch.tensor([], dtype=torch.long)).shape == (0,)
+    none = torch.tensor([], dtype=torch.long)
+    assert select_detections(boxes[:0], scores[:0], none, **REPORT).shape == (0,)
 
 
 def test_to_detections():
@@ -59,9 +62,9 @@ def test_to_detections():
 
 
 def test_batch_to_detections_equals_frame_by_frame():
-    from seld_d2.inference.predictor import batch_to_detections
-
     from detectron2.structures import Boxes, Instances
+
+    from seld_d2.inference.predictor import batch_to_detections
 
     g = torch.Generator().manual_seed(0)
     batch = []

@@ -500,9 +500,9 @@ def test_generated_dataset_layout_and_labels(dataset):
     for audio in ("mic", "eigen"):
         assert len(index_split(dataset, SPLIT, audio=audio, on_error="raise", use_cache=False)) == 2
     # ... and registers it in Detectron2: one record per frame, with the labelled events.
-    from seld_d2.data.datasets import register_stairs26
-
     from detectron2.data import DatasetCatalog, MetadataCatalog
+
+    from seld_d2.data.datasets import register_stairs26
 
     register_stairs26("synth_registered", dataset, SPLIT)
     records = DatasetCatalog.get("synth_registered")

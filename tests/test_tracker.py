@@ -5,6 +5,8 @@ from seld_d2.inference.postprocess import Detection
 from seld_d2.inference.tracker import BASELINE_TRACKING, Tracker, box_iou, track_clip
 
 ENERGY = np.ones((28, 28), np.float32)
+# The SELD.INFER defaults (seld_d2/config.py: MIN_AGE, MAX_MISSED, TRACK_IOU).
+REPORT = {"min_age": 2, "max_missed": 2, "iou_thresh": 0.3}
 
 
 def det(frame, box=(100, 50, 140, 80), cls=0, score=0.9):
@@ -13,7 +15,7 @@ def det(frame, box=(100, 50, 140, 80), cls=0, score=0.9):
 
 def run(schedule, num_frames, **kw):
     """``schedule`` maps frame -> detections; every frame in range(num_frames) is stepped."""
-    return track_clip(((f, schedule.get(f, [])) for f in range(num_frames)), **kw)
+    return track_clip(((f, schedule.get(f, [])) for f in range(num_frames)), **{**REPORT, **kw})
 
 
 def test_box_iou():
@@ -29,7 +31,7 @@ def test_single_detection_is_not_exported():
 
 
 def test_retroactive_history():
-    tracker = Tracker(export_unconfirmed_history=True)
+    tracker = Tracker(**REPORT, export_unconfirmed_history=True)
     assert tracker.step(0, [det(0)]) == []
     out = tracker.step(1, [det(1)])
     assert [(tid, d.frame) for tid, d in out] == [(0, 0), (0, 1)]
@@ -47,7 +49,7 @@ def test_track_survives_two_missed_frames_and_ends_at_the_third():
 
 
 def test_skipped_frames_count_as_misses():
-    tracker = Tracker()
+    tracker = Tracker(**REPORT)
     tracker.step(0, [det(0)])
     tracker.step(1, [det(1)])
     out = tracker.step(5, [det(5)])  # frames 2-4 never stepped
@@ -99,6 +101,6 @@ def test_coasting_before_confirmation_is_retroactive_only():
 
 def test_invalid_settings():
     with pytest.raises(ValueError):
-        Tracker(min_age=0)
+        Tracker(**{**REPORT, "min_age": 0})
     with pytest.raises(ValueError):
-        Tracker(max_missed=-1)
+        Tracker(**{**REPORT, "max_missed": -1})

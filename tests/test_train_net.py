@@ -8,13 +8,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from test_datasets import SPLIT, make_clip
-
-import seld_d2  # noqa: F401
-from seld_d2.acoustics.features import write_cache
-
 from detectron2.data import DatasetCatalog
 from detectron2.engine import HookBase
+from test_datasets import SPLIT, make_clip
+
+from seld_d2.acoustics.features import write_cache
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tools"))
 import train_net  # noqa: E402
@@ -152,10 +150,10 @@ def test_drop_metrics_from_cuts_at_the_resume_point(tmp_path):
 
 
 def test_one_step_changes_exactly_the_trainable_groups(root, tmp_path):
+    from detectron2.utils.events import EventStorage
+
     from seld_d2.engine.hooks import ProgressiveUnfreezing
     from seld_d2.engine.param_groups import named_groups
-
-    from detectron2.utils.events import EventStorage
 
     cfg = train_net.setup(args_for(root, tmp_path / "g", "SELD.TRAIN.MAX_EPOCHS", "1"))
     trainer = train_net.SeldTrainer(cfg)
@@ -186,7 +184,7 @@ def test_one_step_changes_exactly_the_trainable_groups(root, tmp_path):
 
 
 def test_tool_runs_as_a_script():
-    # As a script, nothing imports seld_d2 (and its Pillow alias) before the tool's own imports.
+    # As a script, the tool imports Detectron2 before anything of seld_d2 (isort order).
     import subprocess
 
     res = subprocess.run(

@@ -24,7 +24,7 @@ from conftest import FS, write_wav
 from scipy.signal.windows import tukey
 
 from seld_d2.acoustics.audio import check_wav
-from seld_d2.acoustics.features import FeatureExtractor
+from seld_d2.acoustics.features import FeatureExtractor, build_feature_extractor
 from seld_d2.acoustics.geometry import TETRA_CHANNELS, azel_to_unit, em32_positions
 from seld_d2.acoustics.render import render_point_source
 from seld_d2.acoustics.uplam import (
@@ -196,9 +196,9 @@ def test_latent_equals_the_baseline_forward(baseline_file, audio):
 
 
 def test_feature_extractor_and_config_accept_the_baseline_file(baseline_file, audio, tmp_path):
-    from seld_d2.config import add_seld_config
-
     from detectron2.config import get_cfg
+
+    from seld_d2.config import add_seld_config
 
     sd = torch.load(baseline_file, weights_only=True)
     expected = reference_latent(sd, torch.from_numpy(reference_visibilities(audio, FS, _linear9())))
@@ -216,7 +216,7 @@ def test_feature_extractor_and_config_accept_the_baseline_file(baseline_file, au
     cfg = add_seld_config(get_cfg())
     cfg.SELD.AUDIO.UPLAM_CHECKPOINT = str(baseline_file)
     cfg.MODEL.DEVICE = "cpu"
-    from_cfg = FeatureExtractor.from_config(cfg)
+    from_cfg = build_feature_extractor(cfg)
     assert from_cfg.model.band_name == "linear9" and from_cfg.checkpoint_id == fe.checkpoint_id
 
     with pytest.raises(ValueError, match="UpLAM.pth: has 9 bands, but 16 band centres"):

@@ -10,8 +10,9 @@ import pytest
 import soundfile as sf
 import torch
 from conftest import plane_wave_em32
+from detectron2.config import get_cfg
+from detectron2.engine import HookBase
 
-import seld_d2  # noqa: F401  (Pillow alias before detectron2)
 from seld_d2 import add_seld_config
 from seld_d2.acoustics.features import FeatureExtractor
 from seld_d2.acoustics.uplam import UpLAM, load_checkpoint
@@ -19,9 +20,6 @@ from seld_d2.data.synth.generate import event_table
 from seld_d2.data.synth.scene import Event
 from seld_d2.engine.uplam_data import FrameBatches, scan_splits
 from seld_d2.engine.uplam_trainer import UpLAMTrainer, UpLAMValidator, selection_key, uplam_losses
-
-from detectron2.config import get_cfg
-from detectron2.engine import HookBase
 
 FS = 24000
 

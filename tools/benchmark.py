@@ -31,21 +31,20 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))  # sibling tools
 
 import bench_metric  # noqa: E402
 
+from seld_d2.acoustics.audio import SAMPLE_RATE  # noqa: E402
 from seld_d2.acoustics.features import FeatureExtractor  # noqa: E402
 from seld_d2.acoustics.geometry import TETRA_CHANNELS, em32_positions  # noqa: E402
 from seld_d2.acoustics.render import render_plane_wave  # noqa: E402
 from seld_d2.acoustics.visibility import FRAME_RATE, visibilities  # noqa: E402
 from seld_d2.data.synth.render import BACKENDS  # noqa: E402
 
-FS = 24000
-
 
 def _test_audio(frames: int, seed: int = 0) -> np.ndarray:
     """A white-noise plane wave plus sensor noise at the tetrahedral capsules, (samples, 4)."""
     rng = np.random.default_rng(seed)
-    n = frames * FS // FRAME_RATE
+    n = frames * SAMPLE_RATE // FRAME_RATE
     mics = em32_positions()[list(TETRA_CHANNELS)]
-    audio = render_plane_wave(rng.standard_normal(n), 40.0, 15.0, mics, FS)
+    audio = render_plane_wave(rng.standard_normal(n), 40.0, 15.0, mics, SAMPLE_RATE)
     return (audio + 0.05 * rng.standard_normal(audio.shape)).astype(np.float32)
 
 
@@ -140,12 +139,14 @@ def bench_features(args: argparse.Namespace) -> dict:
         if args.device.startswith("cuda"):
             torch.cuda.synchronize()
 
-    fe.latent_from_audio(audio[: FS // FRAME_RATE * min(args.frames, args.batch_size)], FS)  # warm-up
+    fe.latent_from_audio(
+        audio[: SAMPLE_RATE // FRAME_RATE * min(args.frames, args.batch_size)], SAMPLE_RATE
+    )  # warm-up
     sync()
     best_total, best_vis = float("inf"), float("inf")
     for _ in range(args.repeats):
         t0 = time.perf_counter()
-        S = visibilities(audio, FS, fe.bands, dtype=np.complex64)
+        S = visibilities(audio, SAMPLE_RATE, fe.bands, dtype=np.complex64)
         t1 = time.perf_counter()
         latent = fe.latent_from_visibilities(S)
         sync()
@@ -167,9 +168,9 @@ def bench_features(args: argparse.Namespace) -> dict:
     if args.reference_frames and args.kind == "uplam":
         # The naive path for comparison: float64 model, one frame per call.
         ref = FeatureExtractor(bands=args.bands, device=args.device, batch_size=1, dtype=torch.float64)
-        part = audio[: args.reference_frames * FS // FRAME_RATE].astype(np.float64)
+        part = audio[: args.reference_frames * SAMPLE_RATE // FRAME_RATE].astype(np.float64)
         t0 = time.perf_counter()
-        ref.latent_from_audio(part, FS)
+        ref.latent_from_audio(part, SAMPLE_RATE)
         sync()
         result["reference_float64_per_frame_frames_per_s"] = round(
             args.reference_frames / (time.perf_counter() - t0), 1
@@ -334,7 +335,7 @@ def _tiny_stairs(root: Path, clips: int = 2, frames: int = 16, seed: int = 0) ->
         seq = f"fold0_bench_{c:03d}"
         wav = root / "mic_dev" / split / f"{seq}.wav"
         wav.parent.mkdir(parents=True, exist_ok=True)
-        sf.write(str(wav), np.zeros((frames * FS // FRAME_RATE, 4), np.float32), FS)
+        sf.write(str(wav), np.zeros((frames * SAMPLE_RATE // FRAME_RATE, 4), np.float32), SAMPLE_RATE)
         fdir = root / "frames_dev" / split / seq
         fdir.mkdir(parents=True, exist_ok=True)
         anns = []
@@ -354,16 +355,15 @@ def _tiny_stairs(root: Path, clips: int = 2, frames: int = 16, seed: int = 0) ->
 def bench_train(args: argparse.Namespace) -> dict:
     import tempfile
 
-    import seld_d2  # noqa: F401
+    from detectron2.config import get_cfg
+    from detectron2.modeling import build_model
+    from detectron2.utils.events import EventStorage
+
     from seld_d2 import add_seld_config
     from seld_d2.data.mapper import SeldDatasetMapper
     from seld_d2.engine.hooks import set_trainable_stages, trainable_stages
     from seld_d2.engine.param_groups import build_optimizer
     from seld_d2.engine.trainer import unfreeze_schedule
-
-    from detectron2.config import get_cfg
-    from detectron2.modeling import build_model
-    from detectron2.utils.events import EventStorage
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -474,18 +474,17 @@ def bench_ddp(args: argparse.Namespace) -> dict:
 
 
 def _ddp_worker(args: argparse.Namespace, tmp: str, out: str) -> None:
-    import seld_d2  # noqa: F401
+    from detectron2.config import get_cfg
+    from detectron2.modeling import build_model
+    from detectron2.utils import comm
+    from detectron2.utils.events import EventStorage
+
     from seld_d2 import add_seld_config
     from seld_d2.data.mapper import SeldDatasetMapper
     from seld_d2.engine.distributed import data_parallel
     from seld_d2.engine.hooks import set_trainable_stages, trainable_stages
     from seld_d2.engine.param_groups import build_optimizer
     from seld_d2.engine.trainer import unfreeze_schedule
-
-    from detectron2.config import get_cfg
-    from detectron2.modeling import build_model
-    from detectron2.utils import comm
-    from detectron2.utils.events import EventStorage
 
     torch.set_num_threads(args.threads)
     world, rank = comm.get_world_size(), comm.get_rank()
@@ -564,9 +563,9 @@ def _ddp_worker(args: argparse.Namespace, tmp: str, out: str) -> None:
 
 
 def _infer_config(args: argparse.Namespace):
-    from seld_d2 import add_seld_config
-
     from detectron2.config import get_cfg
+
+    from seld_d2 import add_seld_config
 
     cfg = add_seld_config(get_cfg())
     cfg.merge_from_file(args.config_file)
@@ -588,7 +587,6 @@ def bench_infer(args: argparse.Namespace) -> dict:
     import soundfile as sf
     from PIL import Image
 
-    import seld_d2  # noqa: F401
     from seld_d2.data.labels import write_labels
     from seld_d2.inference.predictor import SeldPredictor
     from seld_d2.inference.submission import ClipExporter
@@ -603,7 +601,7 @@ def bench_infer(args: argparse.Namespace) -> dict:
     torch.backends.cudnn.benchmark = cfg.CUDNN_BENCHMARK and not args.no_cudnn_benchmark
     torch.manual_seed(0)
     predictor = SeldPredictor(cfg)
-    exporter = ClipExporter.from_config(cfg)
+    exporter = ClipExporter(cfg)
 
     def sync() -> None:
         if cuda:
@@ -614,7 +612,7 @@ def bench_infer(args: argparse.Namespace) -> dict:
         tmp = Path(tmp)
         seq, frames = "fold0_bench_001", args.clip_frames
         wav = tmp / f"{seq}.wav"
-        sf.write(str(wav), _test_audio(frames), FS, subtype="FLOAT")
+        sf.write(str(wav), _test_audio(frames), SAMPLE_RATE, subtype="FLOAT")
         fdir = tmp / "frames" / seq
         fdir.mkdir(parents=True)
         for k in range(frames):
@@ -629,9 +627,9 @@ def bench_infer(args: argparse.Namespace) -> dict:
         ]  # fmt: skip
 
         # Model only: the same mapped batch again and again, inputs already in memory.
-        from seld_d2.acoustics.features import FeatureExtractor as FE
+        from seld_d2.acoustics.features import build_feature_extractor
 
-        FE.from_config(cfg, device=args.device).cached(wav, feature_file)
+        build_feature_extractor(cfg, device=args.device).cached(wav, feature_file)
         batch = [predictor.mapper(records[i % frames]) for i in range(args.batch)]
         if cuda:  # as the predictor's loader delivers them (pin_memory)
             batch = [{**x, "image": x["image"].pin_memory()} for x in batch]
@@ -657,7 +655,7 @@ def bench_infer(args: argparse.Namespace) -> dict:
         # End to end, as tools/infer.py does it per clip (features recomputed from the wav).
         feature_file.unlink()
         t0 = time.perf_counter()
-        FE.from_config(cfg, device=args.device).cached(wav, feature_file)
+        build_feature_extractor(cfg, device=args.device).cached(wav, feature_file)
         t_feat = time.perf_counter() - t0
         pairs = ((m["frame_index"], d) for m, d in predictor.predict_records(records))
         annotations, summary = exporter(pairs, name=seq)
@@ -697,14 +695,13 @@ def bench_uplam_train(args: argparse.Namespace) -> dict:
     import tempfile
 
     import soundfile as sf
+    from detectron2.config import get_cfg
+    from detectron2.utils.events import EventStorage
 
     from seld_d2 import add_seld_config
     from seld_d2.acoustics.render import render_plane_wave
     from seld_d2.engine.uplam_data import scan_splits
     from seld_d2.engine.uplam_trainer import UpLAMTrainer
-
-    from detectron2.config import get_cfg
-    from detectron2.utils.events import EventStorage
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -715,9 +712,9 @@ def bench_uplam_train(args: argparse.Namespace) -> dict:
         folder = Path(tmp) / "eigen_dev" / "bench"
         folder.mkdir(parents=True)
         for i in range(args.clips):
-            n = int(args.seconds * FS)
-            audio = render_plane_wave(rng.standard_normal(n), 40.0 * i, 10.0, em32_positions(), FS)
-            sf.write(folder / f"clip{i}.wav", 0.1 * audio / np.abs(audio).max(), FS, subtype="FLOAT")
+            n = int(args.seconds * SAMPLE_RATE)
+            audio = render_plane_wave(rng.standard_normal(n), 40.0 * i, 10.0, em32_positions(), SAMPLE_RATE)
+            sf.write(folder / f"clip{i}.wav", 0.1 * audio / np.abs(audio).max(), SAMPLE_RATE, subtype="FLOAT")
         clips, _ = scan_splits(tmp, ["bench"])
         cfg = get_cfg()
         add_seld_config(cfg)

@@ -34,7 +34,7 @@ import numpy as np
 from tqdm import tqdm
 
 from seld_d2.acoustics import geometry as geo
-from seld_d2.acoustics.audio import AudioError, read_wav
+from seld_d2.acoustics.audio import SAMPLE_RATE, AudioError, read_wav
 from seld_d2.acoustics.render import render_plane_wave
 from seld_d2.acoustics.solvers import (
     DEFAULT_GAMMA,
@@ -49,7 +49,6 @@ from seld_d2.acoustics.visibility import FRAME_RATE, band_centres, visibilities
 from seld_d2.utils.io import WriteError, atomic_open, prepare_output_dir
 from seld_d2.utils.visualize import save_figure
 
-FS = 24000
 EXACT = ("admm", "chambolle_pock", "subgradient")
 STREAMING = {"streaming": "ridge", "streaming_distance": "distance"}
 METHODS = ("apgd", "apgd_budgets", *EXACT, *STREAMING)
@@ -108,7 +107,7 @@ def generate_scene(
     """
     rng = np.random.default_rng(seed)
     mics = geo.em32_positions()
-    n, margin = FS // FRAME_RATE, 16
+    n, margin = SAMPLE_RATE // FRAME_RATE, 16
     T = max(int(round(seconds * FRAME_RATE)), 1)
     audio = np.zeros((T * n, 32))
     truth = np.zeros((T, num_sources, 3))
@@ -119,7 +118,7 @@ def generate_scene(
             moving = kind == "moving" and j == 0
             az = az0 + speed * sec if moving else az0
             el = el0 + 10.0 * np.sin(2 * np.pi * sec / 60.0) if moving else el0
-            seg = render_plane_wave(signal[t * n : (t + 1) * n + 2 * margin], az, el, mics, FS)
+            seg = render_plane_wave(signal[t * n : (t + 1) * n + 2 * margin], az, el, mics, SAMPLE_RATE)
             audio[t * n : (t + 1) * n] += amp * seg[margin : margin + n]
             truth[t, j] = geo.azel_to_unit(az, el)
     audio += noise * rng.standard_normal(audio.shape)
@@ -242,13 +241,13 @@ def main(argv: list[str] | None = None) -> int:
             raise ValueError("--quadratic must be >= 0 and --gamma in (0, 1)")
         centres = band_centres(args.bands)
         if args.wav:
-            audio, _ = read_wav(args.wav, channels=(32,), sample_rate=FS)
+            audio, _ = read_wav(args.wav, channels=(32,), sample_rate=SAMPLE_RATE)
             truth = None
         else:
             audio, truth = generate_scene(
                 args.generate, args.seconds, args.sources, args.speed, args.noise, args.seed
             )
-        S_all = visibilities(audio.astype(np.float64), FS, args.bands)
+        S_all = visibilities(audio.astype(np.float64), SAMPLE_RATE, args.bands)
         frames = parse_range(args.frames, len(S_all))
         frame = frames[len(frames) // 2] if args.frame is None else args.frame
         if frame not in frames:

@@ -32,8 +32,9 @@ import sys
 from pathlib import Path
 
 import torch
+from detectron2.config import get_cfg
+from detectron2.modeling import build_model
 
-import seld_d2  # noqa: F401  (Pillow alias before detectron2; registers seld_d2's components)
 from seld_d2 import add_seld_config
 from seld_d2.modeling.pretrained import (
     REQUIRED_CONFIG,
@@ -42,9 +43,6 @@ from seld_d2.modeling.pretrained import (
     read_pretrained,
     write_weights,
 )
-
-from detectron2.config import get_cfg
-from detectron2.modeling import build_model
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_CONFIG = REPO / "configs" / "SELD" / "run3_mel16.yaml"

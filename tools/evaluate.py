@@ -35,7 +35,6 @@ import json  # noqa: E402
 import sys  # noqa: E402
 from pathlib import Path  # noqa: E402
 
-import seld_d2  # noqa: E402, F401  (project convention: first of the seld_d2/detectron2 imports)
 from seld_d2.data.classes import CLASS_COLORS  # noqa: E402
 from seld_d2.evaluation import baseline_metric, metric  # noqa: E402
 from seld_d2.utils.io import WriteError, atomic_open, prepare_output_dir  # noqa: E402

@@ -26,16 +26,15 @@ import time
 from pathlib import Path
 
 import torch
+from detectron2.config import get_cfg
 from tqdm import tqdm
 
-import seld_d2  # noqa: F401  (Pillow alias before detectron2; registers seld_d2's components)
 from seld_d2 import add_seld_config
-from seld_d2.acoustics.audio import AudioError, check_wav
-from seld_d2.acoustics.features import FeatureExtractor
+from seld_d2.acoustics.audio import check_wav
+from seld_d2.acoustics.features import build_feature_extractor
+from seld_d2.acoustics.geometry import CANVAS_HEIGHT, CANVAS_WIDTH
 from seld_d2.acoustics.visibility import FRAME_RATE
 from seld_d2.data.datasets import (
-    FRAME_H,
-    FRAME_W,
     DatasetError,
     check_frames,
     frame_file,
@@ -45,8 +44,6 @@ from seld_d2.data.labels import write_labels
 from seld_d2.inference.predictor import SeldPredictor
 from seld_d2.inference.submission import ClipExporter
 from seld_d2.utils.io import WriteError, atomic_open, prepare_output_dir, remove_stale_temps
-
-from detectron2.config import get_cfg
 
 logger = logging.getLogger("seld_d2.infer")
 
@@ -118,8 +115,8 @@ def frame_records(seq: str, frames_dir: Path, feature_file: Path, num_frames: in
     return [
         {
             "file_name": frame_file(frames_dir, seq, k),
-            "height": FRAME_H,
-            "width": FRAME_W,
+            "height": CANVAS_HEIGHT,
+            "width": CANVAS_WIDTH,
             "image_id": f"{seq}/{k}",
             "sequence": seq,
             "frame_index": k,
@@ -161,9 +158,9 @@ def main(argv: list[str] | None = None) -> int:
             failed[seq] = str(err)
             print(f"skipping clip {seq}: {err}", file=sys.stderr)
 
-    extractor = FeatureExtractor.from_config(cfg, device=cfg.MODEL.DEVICE)
+    extractor = build_feature_extractor(cfg, device=cfg.MODEL.DEVICE)
     predictor = SeldPredictor(cfg)
-    exporter = ClipExporter.from_config(cfg)
+    exporter = ClipExporter(cfg)
     summaries: dict[str, dict] = {}
     total_frames = sum(c[-1] for c in ready)
     t0 = time.perf_counter()
@@ -194,7 +191,7 @@ def main(argv: list[str] | None = None) -> int:
             bar.close()
             print(f"error: {err}; stopped after {len(summaries)} clip(s)", file=sys.stderr)
             return 2
-        except (*DatasetError, AudioError, OSError, ValueError) as err:
+        except (DatasetError, OSError, ValueError) as err:
             failed[seq] = str(err)
             tqdm.write(f"failed clip {seq}: {err}", file=sys.stderr)
     bar.close()

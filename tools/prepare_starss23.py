@@ -19,11 +19,12 @@ from pathlib import Path
 from PIL import Image
 from tqdm import tqdm
 
+from seld_d2.acoustics.geometry import CANVAS_HEIGHT, CANVAS_WIDTH
 from seld_d2.acoustics.visibility import FRAME_RATE
 from seld_d2.data.datasets import AUDIO_FORMATS, DatasetError, check_clip, frame_file, list_sequences
 from seld_d2.utils.io import WriteError, atomic_open, prepare_output_dir, remove_stale_temps
 
-FRAME_SIZE = (360, 180)
+FRAME_SIZE = (CANVAS_WIDTH, CANVAS_HEIGHT)
 
 
 def extract_frames(video: Path, out_dir: Path, seq: str, fps: int = FRAME_RATE) -> int:

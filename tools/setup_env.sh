@@ -9,9 +9,15 @@ VENV=${SELD_VENV:-$ROOT/.venv}
 PY=${PYTHON:-python3}
 D2_VERSION=0.6
 D2_SHA256=5d2e9e51e523ec72f6a31cca04b0a515492e9514b773a3d134cedc0677170b29
+# Detectron2 0.6 defaults ExtentTransform's interpolation to PIL.Image.LINEAR, which Pillow 10
+# removed (it was always BILINEAR); the sdist is fixed here, before it is built, so importing
+# detectron2.data works on current Pillow without any run-time alias.
+D2_PILLOW_FIX='s/interp=Image\.LINEAR,/interp=Image.BILINEAR,/'
+D2_PILLOW_FILE=detectron2/data/transforms/transform.py
 STAMP=$VENV/.seld_d2_ready
-# The stamp records the inputs of the set-up; any change to them redoes the affected steps.
-WANT="torch==2.14.1 torchvision==0.29.1 d2=$D2_SHA256 ops=$(sha256sum third_party/d2_ops/vision.cpp | cut -c1-16) setup=$(sha256sum setup.py | cut -c1-16)"
+# The stamps record the inputs of the set-up; any change to them redoes the affected steps.
+D2_WANT="d2=$D2_SHA256 ops=$(sha256sum third_party/d2_ops/vision.cpp | cut -c1-16) pillow=$(printf %s "$D2_PILLOW_FIX" | sha256sum | cut -c1-16)"
+WANT="torch==2.14.1 torchvision==0.29.1 $D2_WANT setup=$(sha256sum setup.py | cut -c1-16)"
 
 if [ -f "$STAMP" ] && [ "$(cat "$STAMP")" = "$WANT" ]; then
   exit 0
@@ -35,7 +41,6 @@ $PIP install -q wheel setuptools "numpy>=1.24" scipy soundfile tqdm tensorboard 
   fvcore==0.1.5.post20221221 "iopath>=0.1.7,<0.1.10" pycocotools yacs termcolor tabulate cloudpickle \
   "omegaconf>=2.1" "hydra-core>=1.1" av pytest ruff
 
-D2_WANT="d2=$D2_SHA256 ops=$(sha256sum third_party/d2_ops/vision.cpp | cut -c1-16)"
 D2_STAMP=$VENV/.detectron2_built
 if ! "$VENV/bin/python" -c "import detectron2._C" 2>/dev/null || [ "$(cat "$D2_STAMP" 2>/dev/null)" != "$D2_WANT" ]; then
   BUILD=$ROOT/.build/detectron2
@@ -55,8 +60,14 @@ if ! "$VENV/bin/python" -c "import detectron2._C" 2>/dev/null || [ "$(cat "$D2_S
   tar -xzf "$SDIST" -C "$SRC" --strip-components=1
   mkdir -p "$SRC/detectron2/layers/csrc"
   cp third_party/d2_ops/vision.cpp "$SRC/detectron2/layers/csrc/vision.cpp"
+  sed -i "$D2_PILLOW_FIX" "$SRC/$D2_PILLOW_FILE"
+  if grep -q "Image\.LINEAR" "$SRC/$D2_PILLOW_FILE"; then
+    echo "error: $D2_PILLOW_FILE still refers to PIL.Image.LINEAR after the fix" >&2
+    exit 1
+  fi
   log "building detectron2 (CPU op library, about a minute)"
   (cd "$SRC" && CUDA_VISIBLE_DEVICES= FORCE_CUDA=0 $PIP install -q --no-build-isolation --no-deps .)
+  echo "$D2_WANT" > "$D2_STAMP"
 fi
 
 log "installing seld_d2 (editable)"

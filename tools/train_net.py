@@ -28,16 +28,6 @@ import os
 import sys
 
 import torch
-from torch.multiprocessing import ProcessExitedException, ProcessRaisedException
-
-import seld_d2  # noqa: F401  (Pillow alias before detectron2; registers seld_d2's components)
-from seld_d2 import add_seld_config
-from seld_d2.data.datasets import register_stairs26
-from seld_d2.engine.distributed import launch
-from seld_d2.engine.hooks import validation_losses
-from seld_d2.engine.trainer import SeldTrainer, build_validation_batches, dataset_records, iters_per_epoch
-from seld_d2.utils.io import WriteError, prepare_output_dir
-
 from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.config import get_cfg
 from detectron2.data import DatasetCatalog
@@ -45,6 +35,14 @@ from detectron2.engine import default_argument_parser, default_setup
 from detectron2.evaluation import print_csv_format
 from detectron2.utils import comm
 from detectron2.utils.events import EventStorage
+from torch.multiprocessing import ProcessExitedException, ProcessRaisedException
+
+from seld_d2 import add_seld_config
+from seld_d2.data.datasets import register_stairs26
+from seld_d2.engine.distributed import launch
+from seld_d2.engine.hooks import validation_losses
+from seld_d2.engine.trainer import SeldTrainer, build_validation_batches, dataset_records, iters_per_epoch
+from seld_d2.utils.io import WriteError, prepare_output_dir
 
 logger = logging.getLogger("seld_d2")
 

@@ -26,6 +26,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from seld_d2.acoustics.audio import SAMPLE_RATE
 from seld_d2.acoustics.geometry import TETRA_CHANNELS, azel_to_unit, em32_positions
 from seld_d2.acoustics.render import render_point_source
 from seld_d2.acoustics.uplam import (
@@ -35,8 +36,6 @@ from seld_d2.acoustics.uplam import (
     mse_tv_loss,
 )
 from seld_d2.acoustics.visibility import visibilities
-
-FS = 24000
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -63,11 +62,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def render(frames: int, sources: int, rng: np.random.Generator) -> np.ndarray:
     """White-noise point sources 1-3 m away in random directions, (frames * 2400, 32)."""
-    n = frames * FS // 10
+    n = frames * SAMPLE_RATE // 10
     out = np.zeros((n, 32))
     for _ in range(sources):
         pos = azel_to_unit(rng.uniform(-180, 180), rng.uniform(-60, 60)) * rng.uniform(1, 3)
-        out += render_point_source(rng.standard_normal(n), pos, em32_positions(), FS)
+        out += render_point_source(rng.standard_normal(n), pos, em32_positions(), SAMPLE_RATE)
     return 0.1 * out / np.abs(out).max()
 
 
@@ -93,8 +92,8 @@ def main(argv: list[str] | None = None) -> int:
     torch.manual_seed(args.seed)
     rng = np.random.default_rng(args.seed)
     audio = render(args.frames, args.sources, rng)
-    S4 = torch.from_numpy(visibilities(audio[:, list(TETRA_CHANNELS)], FS, args.bands))
-    S32 = torch.from_numpy(visibilities(audio, FS, args.bands))
+    S4 = torch.from_numpy(visibilities(audio[:, list(TETRA_CHANNELS)], SAMPLE_RATE, args.bands))
+    S32 = torch.from_numpy(visibilities(audio, SAMPLE_RATE, args.bands))
 
     results: dict[str, dict[str, float]] = {}
     model = UpLAM(bands=args.bands, steering=args.steering, dtype=torch.float64)
@@ -118,7 +117,9 @@ def main(argv: list[str] | None = None) -> int:
             print(f"uplam_precision: error: cannot load {path}: {e}", file=sys.stderr)
             return 1
         if loaded.num_bands != S4.shape[1]:
-            S4_ck = torch.from_numpy(visibilities(audio[:, list(TETRA_CHANNELS)], FS, loaded.band_centres))
+            S4_ck = torch.from_numpy(
+                visibilities(audio[:, list(TETRA_CHANNELS)], SAMPLE_RATE, loaded.band_centres)
+            )
         else:
             S4_ck = S4
         results[f"checkpoint:{path}"] = compare(loaded, S4_ck)

@@ -31,7 +31,6 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-import seld_d2  # noqa: F401  (project convention: before anything that imports detectron2)
 from seld_d2.acoustics.audio import AudioError, check_wav
 from seld_d2.acoustics.features import latent_to_canvas, load_cached_latent, read_cache_metadata
 from seld_d2.acoustics.geometry import canvas_nearest_index, fibonacci_grid, pixel_to_azel

@@ -10,21 +10,14 @@ from dataclasses import dataclass
 import numpy as np
 import soundfile as sf
 
+from ..utils.errors import DatasetError
 from .visibility import FRAME_RATE
 
 SAMPLE_RATE = 24000
 
 
-class AudioError(ValueError):
+class AudioError(DatasetError):
     """A wav file that cannot be used; ``str(err)`` is ``"<path>: <problem>"``."""
-
-    def __init__(self, path: str | os.PathLike, problem: str):
-        self.path = os.fspath(path)
-        self.problem = problem
-        super().__init__(f"{self.path}: {problem}")
-
-    def __reduce__(self):  # pickle (loader workers) rebuilds it from its own arguments
-        return type(self), (self.path, self.problem)
 
 
 @dataclass(frozen=True)

@@ -141,18 +141,20 @@ class FeatureExtractor:
         self.num_bands, self.num_directions = self.model.num_bands, int(self.model.lam.tau.shape[-1])
 
     @classmethod
-    def from_config(cls, cfg, device: str | torch.device | None = None) -> FeatureExtractor:
-        """Build from a config prepared by ``seld_d2.config.add_seld_config``."""
+    def from_config(cls, cfg, device: str | torch.device | None = None) -> dict:
+        """The keyword arguments of ``FeatureExtractor(...)`` from a config prepared by
+        ``seld_d2.config.add_seld_config`` (Detectron2's ``from_config`` contract; this package
+        imports no Detectron2, so :func:`build_feature_extractor` does the building)."""
         a = cfg.SELD.AUDIO
         if a.FEATURE_KIND == "srp":  # UPLAM_CHECKPOINT and STEERING do not apply
-            return cls(
+            return dict(
                 kind="srp",
                 method=a.SRP_METHOD,
                 bands=a.BANDS,
                 device=device or cfg.MODEL.DEVICE,
                 batch_size=a.FEATURE_BATCH_SIZE,
             )
-        return cls(
+        return dict(
             kind=a.FEATURE_KIND,
             checkpoint=a.UPLAM_CHECKPOINT or None,
             bands=None if a.UPLAM_CHECKPOINT else a.BANDS,
@@ -248,6 +250,11 @@ class FeatureExtractor:
         return latent_to_canvas(latent, self.canvas_index)
 
 
+def build_feature_extractor(cfg, device: str | torch.device | None = None) -> FeatureExtractor:
+    """The ``SELD.AUDIO`` feature extractor of a config, on ``device`` (default ``MODEL.DEVICE``)."""
+    return FeatureExtractor(**FeatureExtractor.from_config(cfg, device=device))
+
+
 def write_cache(path: str | os.PathLike, latent: np.ndarray, meta: dict[str, Any]) -> None:
     """Atomically write a float16 latent (T, B, N) and its metadata to an ``.npz`` file."""
     if latent.shape[0] != meta["num_frames"]:
@@ -296,6 +303,7 @@ __all__ = [
     "FEATURE_KINDS",
     "AudioError",
     "FeatureExtractor",
+    "build_feature_extractor",
     "cache_kind",
     "cache_path_for",
     "latent_to_canvas",

@@ -9,9 +9,8 @@ column 0 (az 180) and column W/2 (az 0) in place: column i -> (W - i) mod W.
 from __future__ import annotations
 
 import numpy as np
-from fvcore.transforms.transform import NoOpTransform, Transform
-
 from detectron2.data import transforms as T
+from fvcore.transforms.transform import NoOpTransform, Transform
 
 IMAGENET_MEAN_RGB = (123.675, 116.28, 103.53)
 NUM_RGB = 3

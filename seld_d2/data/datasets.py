@@ -38,30 +38,21 @@ import numpy as np
 from PIL import Image
 
 from ..acoustics.audio import SAMPLE_RATE, AudioError, check_wav
+from ..acoustics.geometry import CANVAS_HEIGHT, CANVAS_WIDTH
 from ..acoustics.visibility import FRAME_RATE
+from ..utils.errors import DatasetError
 from ..utils.io import atomic_open
 from .classes import CLASS_COLORS, CLASS_NAMES
 from .labels import Annotation, LabelError, LabelNotes, load_labels, repeated_annotations
 
 logger = logging.getLogger(__name__)
 
-FRAME_W, FRAME_H = 360, 180
 INDEX_VERSION = 2
 AUDIO_FORMATS = {"mic": ("mic_dev", 4), "eigen": ("eigen_dev", 32)}
 
 
-class FrameError(ValueError):
+class FrameError(DatasetError):
     """A problem with a clip's video frames; ``str(err)`` is ``"<path>: <problem>"``."""
-
-    def __init__(self, path: str | os.PathLike, problem: str):
-        self.path, self.problem = os.fspath(path), problem
-        super().__init__(f"{self.path}: {problem}")
-
-    def __reduce__(self):  # pickle (loader workers) rebuilds it from its own arguments
-        return type(self), (self.path, self.problem)
-
-
-DatasetError = (AudioError, LabelError, FrameError)
 
 
 @dataclass
@@ -136,7 +127,7 @@ def check_frames(
     if abs(n - expected) > tolerance:
         raise FrameError(frames_dir, f"{n} frames, but the audio has {expected} (10 fps)")
     with Image.open(frame_file(frames_dir, seq, 0)) as im:
-        if im.size != (FRAME_W, FRAME_H):
+        if im.size != (CANVAS_WIDTH, CANVAS_HEIGHT):
             logger.warning("%s: frames are %dx%d, will be resized to 360x180", frames_dir, *im.size)
     return n
 
@@ -146,9 +137,9 @@ def load_frame(path: str | os.PathLike) -> np.ndarray:
     try:
         with Image.open(path) as im:
             im = im.convert("RGB")
-            if im.size != (FRAME_W, FRAME_H):
+            if im.size != (CANVAS_WIDTH, CANVAS_HEIGHT):
                 logger.warning("%s: %dx%d frame resized to 360x180", path, *im.size)
-                im = im.resize((FRAME_W, FRAME_H), Image.BILINEAR)
+                im = im.resize((CANVAS_WIDTH, CANVAS_HEIGHT), Image.BILINEAR)
             return np.asarray(im, dtype=np.uint8)
     except FileNotFoundError:
         raise FrameError(path, "frame not found") from None
@@ -161,7 +152,7 @@ def load_frame(path: str | os.PathLike) -> np.ndarray:
 def check_clip(
     root: Path, split: str, seq: str, audio: str = "mic", require_labels: bool = True
 ) -> ClipIndex:
-    """Check one clip (wav header, frames, labels) and index it; raises one of DatasetError."""
+    """Check one clip (wav header, frames, labels) and index it; raises a DatasetError."""
     subdir, channels = AUDIO_FORMATS[audio]
     wav = root / subdir / split / f"{seq}.wav"
     info = check_wav(wav, channels=channels, sample_rate=SAMPLE_RATE)
@@ -281,8 +272,8 @@ def clip_records(clip: ClipIndex, feature_dir: str | os.PathLike | None = None) 
         records.append(
             {
                 "file_name": frame_file(clip.frames_dir, clip.sequence, k),
-                "height": FRAME_H,
-                "width": FRAME_W,
+                "height": CANVAS_HEIGHT,
+                "width": CANVAS_WIDTH,
                 "image_id": f"{clip.split}/{clip.sequence}/{k}",
                 "split": clip.split,
                 "sequence": clip.sequence,

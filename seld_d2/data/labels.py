@@ -23,10 +23,11 @@ from typing import Any
 
 import numpy as np
 
+from ..acoustics.geometry import CANVAS_HEIGHT, CANVAS_WIDTH
+from ..utils.errors import DatasetError
 from ..utils.io import atomic_open
 from .classes import CLASS_NAMES
 
-CANVAS_W, CANVAS_H = 360, 180
 REQUIRED_KEYS = ("metadata_frame_index", "instance_id", "category_id")
 
 # One line per kind of input a reader accepted though the project's writers never write it:
@@ -149,12 +150,12 @@ def _short(path: str) -> str:
     return f"{p.parent.name}/{p.name}" if p.parent.name else p.name
 
 
-class LabelError(ValueError):
+class LabelError(DatasetError):
     """A malformed label file; ``str(err)`` is ``"<path>: <field>: <problem>"``."""
 
     def __init__(self, path: str | os.PathLike, where: str, problem: str):
-        self.path, self.where, self.problem = os.fspath(path), where, problem
-        super().__init__(f"{self.path}: {where}: {problem}" if where else f"{self.path}: {problem}")
+        super().__init__(path, f"{where}: {problem}" if where else problem)
+        self.where, self.problem = where, problem
 
     def __reduce__(self):  # pickle (loader workers) rebuilds it from its own arguments
         return type(self), (self.path, self.where, self.problem)
@@ -309,7 +310,7 @@ def check_on_canvas(arr: np.ndarray, path: str | os.PathLike, where: str, rows: 
         i = int(np.argmin(finite))
         shown = rows[i] if rows is not None else arr[i].tolist()
         raise LabelError(path, f"{where}[{i}]", f"non-finite value in {shown!r}")
-    for axis, name, hi in ((0, "x", CANVAS_W), (1, "y", CANVAS_H)):
+    for axis, name, hi in ((0, "x", CANVAS_WIDTH), (1, "y", CANVAS_HEIGHT)):
         out = (arr[:, axis] < 0) | (arr[:, axis] > hi)
         if out.any():
             i = int(np.argmax(out))

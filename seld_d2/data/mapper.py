@@ -19,21 +19,22 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset
-
 from detectron2.config import configurable
 from detectron2.data import transforms as T
 from detectron2.structures import Boxes, Instances
+from torch.utils.data import DataLoader, Dataset
 
 from ..acoustics.features import cache_kind, latent_to_canvas, load_cache
-from ..acoustics.geometry import canvas_nearest_index, fibonacci_grid
+from ..acoustics.geometry import CANVAS_HEIGHT, CANVAS_WIDTH, canvas_nearest_index, fibonacci_grid
 from .augment import build_seld_augmentations
-from .datasets import FRAME_H, FRAME_W, DatasetError, load_frame
+from .datasets import DatasetError, load_frame
 
 logger = logging.getLogger(__name__)
 
 
-def render_energy(polygons: list[np.ndarray], height: int = FRAME_H, width: int = FRAME_W) -> np.ndarray:
+def render_energy(
+    polygons: list[np.ndarray], height: int = CANVAS_HEIGHT, width: int = CANVAS_WIDTH
+) -> np.ndarray:
     """An annotation's [x, y, v] triplets as an (H, W) float32 map (v at each listed pixel; x = W
     wraps to column 0, y = H is clamped to the last row)."""
     out = np.zeros((height, width), np.float32)
@@ -96,7 +97,7 @@ class SeldDatasetMapper:
         self.feature_cache_size = feature_cache_size
         self.feature_kind = feature_kind
         self._latents: OrderedDict[str, np.ndarray] = OrderedDict()
-        self._canvas_index = canvas_nearest_index(fibonacci_grid(), FRAME_W, FRAME_H)
+        self._canvas_index = canvas_nearest_index(fibonacci_grid(), CANVAS_WIDTH, CANVAS_HEIGHT)
 
     @classmethod
     def from_config(cls, cfg, is_train: bool = True) -> dict:
@@ -201,7 +202,7 @@ class SeldDatasetMapper:
 
 
 # Input problems a record can have (unreadable frame, missing or malformed feature cache).
-CARRIED_ERRORS = (*DatasetError, OSError, ValueError)
+CARRIED_ERRORS = (DatasetError, OSError, ValueError)
 
 
 @dataclass

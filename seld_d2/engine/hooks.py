@@ -15,10 +15,9 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-from torch import nn
-
 from detectron2.engine import HookBase
 from detectron2.utils import comm
+from torch import nn
 
 from .distributed import average_batchnorm_statistics, rewrap
 

@@ -21,14 +21,13 @@ from collections.abc import Iterator
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset, Sampler
-
 from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.data import DatasetCatalog
 from detectron2.engine import AMPTrainer, DefaultTrainer, SimpleTrainer, TrainerBase, hooks
 from detectron2.utils import comm
 from detectron2.utils.events import CommonMetricPrinter, JSONWriter, TensorboardXWriter
 from detectron2.utils.logger import setup_logger
+from torch.utils.data import DataLoader, Dataset, Sampler
 
 from ..data.datasets import FrameError
 from ..data.mapper import LoadFailure, SeldDatasetMapper, frame_loader, list_collate, map_or_failure
@@ -306,7 +305,7 @@ class SeldTrainer(DefaultTrainer):
         from ..evaluation.evaluator import Stairs26Evaluator
 
         folder = output_folder or os.path.join(cfg.OUTPUT_DIR, "inference", dataset_name)
-        return Stairs26Evaluator.from_config(cfg, dataset_name, folder)
+        return Stairs26Evaluator(cfg, dataset_name, folder)
 
     @classmethod
     def build_optimizer(cls, cfg, model):

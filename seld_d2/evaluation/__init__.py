@@ -1,4 +1,5 @@
-"""Evaluation: the official DCASE2026 Task 3 metric (:mod:`.metric`, fast), its straightforward
+"""Evaluation: the official DCASE2026 Task 3 metric (:mod:`.metric`, fast; its parts
+:mod:`.rendering`, :mod:`.matching`, :mod:`.files`), its straightforward
 oracle (:mod:`.reference`) and the older baseline metric (:mod:`.baseline_metric`); pure
 numpy/scipy, no Detectron2."""
 

@@ -26,21 +26,12 @@ import numpy as np
 from scipy.ndimage import binary_dilation
 from scipy.optimize import linear_sum_assignment
 
+from ..acoustics.geometry import CANVAS_HEIGHT, CANVAS_WIDTH
 from ..data.classes import CLASS_NAMES
-from ..data.labels import CANVAS_H, CANVAS_W, Annotation, LabelNotes
-from .metric import (
-    MetricError,
-    _jsonable,
-    _mean,
-    _one_blas_thread,
-    _pool_map,
-    class_name,
-    clip_order,
-    find_clip_files,
-    load_clip_files,
-    select_clips,
-    threshold_key,
-)
+from ..data.labels import Annotation, LabelNotes
+from .files import MetricError, clip_order, find_clip_files, load_clip_files, select_clips
+from .matching import _jsonable, _mean, class_name, threshold_key
+from .metric import _one_blas_thread, _pool_map
 
 SIGMA_DEG = 6.0
 ENERGY_THR = 0.10
@@ -59,7 +50,7 @@ def _unit_rows(y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 def energy_map(polygons: Sequence[np.ndarray], sigma_deg: float = SIGMA_DEG) -> np.ndarray:
     """Sum of spherical Gaussians (sigma in degrees of arc) at the triplets, weighted by ``v``;
     (180, 360) float64."""
-    out = np.zeros((CANVAS_H, CANVAS_W), dtype=np.float64)
+    out = np.zeros((CANVAS_HEIGHT, CANVAS_WIDTH), dtype=np.float64)
     pts = np.concatenate([np.asarray(p, dtype=np.float64) for p in polygons if len(p)] or [np.zeros((0, 3))])
     if not len(pts):
         return out
@@ -73,8 +64,11 @@ def energy_map(polygons: Sequence[np.ndarray], sigma_deg: float = SIGMA_DEG) -> 
     el_p, cos_p = _unit_rows(y)
     half_az = np.minimum(180.0, cutoff / np.maximum(cos_p, 0.087))
     c0, c1 = int(math.floor((x - half_az).min())), int(math.ceil((x + half_az).max()))
-    cols = np.arange(c0, c1 + 1) % CANVAS_W if c1 - c0 + 1 < CANVAS_W else np.arange(CANVAS_W)
-    r0, r1 = max(int(math.floor(y.min() - cutoff)), 0), min(int(math.ceil(y.max() + cutoff)), CANVAS_H - 1)
+    cols = np.arange(c0, c1 + 1) % CANVAS_WIDTH if c1 - c0 + 1 < CANVAS_WIDTH else np.arange(CANVAS_WIDTH)
+    r0, r1 = (
+        max(int(math.floor(y.min() - cutoff)), 0),
+        min(int(math.ceil(y.max() + cutoff)), CANVAS_HEIGHT - 1),
+    )
     rows = np.arange(r0, r1 + 1)
     el_r, cos_r = _unit_rows(rows.astype(np.float64))
     az_c = np.radians(180.0 - cols)

@@ -14,6 +14,7 @@ import math
 import os
 from collections import OrderedDict, defaultdict
 
+from detectron2.config import configurable
 from detectron2.data import DatasetCatalog
 from detectron2.evaluation import DatasetEvaluator
 from detectron2.utils import comm
@@ -41,14 +42,16 @@ def record_annotations(records: list[dict]) -> dict[str, list[Annotation]]:
 
 
 class Stairs26Evaluator(DatasetEvaluator):
-    """Scores a SeldRCNN with the official DCASE2026 Task 3 metric.
+    """Scores a SeldRCNN with the official DCASE2026 Task 3 metric;
+    ``Stairs26Evaluator(cfg, dataset_name, output_dir)`` builds one with ``ClipExporter(cfg)``.
 
     Args:
         dataset_name: a dataset registered by ``register_stairs26`` (its records carry the labels).
-        exporter: the post-processing chain (``ClipExporter.from_config(cfg)``).
+        exporter: the post-processing chain (``ClipExporter(cfg)``).
         output_dir: if given, the submission files are written to ``<output_dir>/submission/``.
     """
 
+    @configurable
     def __init__(self, dataset_name: str, exporter: ClipExporter, output_dir: str | None = None):
         self.dataset_name = dataset_name
         self.exporter = exporter
@@ -56,8 +59,8 @@ class Stairs26Evaluator(DatasetEvaluator):
         self.reset()
 
     @classmethod
-    def from_config(cls, cfg, dataset_name: str, output_dir: str | None = None) -> Stairs26Evaluator:
-        return cls(dataset_name, ClipExporter.from_config(cfg), output_dir)
+    def from_config(cls, cfg, dataset_name: str, output_dir: str | None = None) -> dict:
+        return {"dataset_name": dataset_name, "exporter": ClipExporter(cfg), "output_dir": output_dir}
 
     def reset(self) -> None:
         self._frames: dict[str, dict[int, list[Detection]]] = defaultdict(dict)

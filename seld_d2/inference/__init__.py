@@ -1,11 +1,12 @@
 """Inference after the model (SPEC §8): per-frame selection, tracking over frames, and export of
 tracked detections as submission annotations under the 20 MB file limit.
 
-Typical use per clip::
+Typical use per clip (``ClipExporter(cfg)`` in :mod:`.submission` does this with the
+``SELD.INFER`` values of a config)::
 
-    keep = select_detections(boxes, scores, classes)
+    keep = select_detections(boxes, scores, classes, score_thresh=..., class_thresh=..., nms_thresh=...)
     tracker.step(frame, to_detections(frame, boxes, scores, classes, energy, distance, keep))
-    annotations, step = thin_to_limit(exports)
+    annotations, step = thin_to_limit(exports, mode="dense", dense_thr=..., num_peaks=...)
     write_submission(path, annotations)
 """
 
@@ -20,13 +21,12 @@ from .export import (
     sparse_peaks,
     thin_to_limit,
 )
-from .postprocess import BASELINE_SELECTION, DEFAULT_CLASS_THRESH, Detection, select_detections, to_detections
+from .postprocess import BASELINE_SELECTION, Detection, select_detections, to_detections
 from .tracker import BASELINE_TRACKING, Tracker, box_iou, track_clip
 
 __all__ = [
     "BASELINE_SELECTION",
     "BASELINE_TRACKING",
-    "DEFAULT_CLASS_THRESH",
     "DEFAULT_MAX_BYTES",
     "Detection",
     "PastedEnergy",

@@ -20,7 +20,8 @@ from typing import Literal, NamedTuple
 import numpy as np
 from scipy.ndimage import maximum_filter
 
-from ..data.labels import CANVAS_H, CANVAS_W, Annotation
+from ..acoustics.geometry import CANVAS_HEIGHT, CANVAS_WIDTH
+from ..data.labels import Annotation
 from .postprocess import Detection
 from .tracker import Export
 
@@ -42,7 +43,7 @@ class PastedEnergy(NamedTuple):
     x0: int
     y0: int
 
-    def to_canvas(self, height: int = CANVAS_H, width: int = CANVAS_W) -> np.ndarray:
+    def to_canvas(self, height: int = CANVAS_HEIGHT, width: int = CANVAS_WIDTH) -> np.ndarray:
         """The full (height, width) float32 canvas, zero outside the crop."""
         out = np.zeros((height, width), dtype=np.float32)
         h, w = self.values.shape
@@ -59,7 +60,10 @@ def _interp_weights(centers: np.ndarray, lo: float, hi: float, size: int) -> np.
 
 
 def paste_energy(
-    energy: np.ndarray, box: np.ndarray | Sequence[float], height: int = CANVAS_H, width: int = CANVAS_W
+    energy: np.ndarray,
+    box: np.ndarray | Sequence[float],
+    height: int = CANVAS_HEIGHT,
+    width: int = CANVAS_WIDTH,
 ) -> PastedEnergy:
     """Resize an (M, M) energy map to its XYXY ``box`` on the (height, width) canvas, soft values kept.
 
@@ -155,9 +159,7 @@ def _select_mask(rank: np.ndarray, num_primary: np.ndarray, num_points: np.ndarr
     return kept | fill1 | fill2
 
 
-def dense_points(
-    energy_map: np.ndarray | PastedEnergy, *, dense_thr: float = 0.5, step: int = 1
-) -> np.ndarray:
+def dense_points(energy_map: np.ndarray | PastedEnergy, *, dense_thr: float, step: int = 1) -> np.ndarray:
     """Dense extraction + 1-D sampling of one map -> float32 (K, 3) ``[x, y, v]``, peak first.
 
     Pixels >= ``dense_thr`` x max, sorted by intensity (ties row-major), every ``step``-th kept;
@@ -168,7 +170,7 @@ def dense_points(
     return _sample(ranked, step)
 
 
-def sparse_peaks(energy_map: np.ndarray | PastedEnergy, num_peaks: int = 20, *, step: int = 1) -> np.ndarray:
+def sparse_peaks(energy_map: np.ndarray | PastedEnergy, num_peaks: int, *, step: int = 1) -> np.ndarray:
     """The baseline exporter's points: the ``num_peaks`` strongest 3x3 local maxima, filled up with
     the highest other pixels, every ``step``-th kept -> float32 (K, 3) ``[x, y, v]``, peak first."""
     return _sample(_rank_sparse(energy_map, num_peaks), step)
@@ -255,12 +257,12 @@ def _candidates(
 def detections_to_annotations(
     exports: list[Export],
     *,
-    mode: Mode = "dense",
-    dense_thr: float = 0.5,
+    mode: Mode,
+    dense_thr: float,
+    num_peaks: int,
     step: int = 1,
-    num_peaks: int = 20,
-    height: int = CANVAS_H,
-    width: int = CANVAS_W,
+    height: int = CANVAS_HEIGHT,
+    width: int = CANVAS_WIDTH,
 ) -> list[Annotation]:
     """(track_id, detection) exports -> one single-polygon :class:`Annotation` each, in order.
 
@@ -329,13 +331,13 @@ class _SizeModel:
 def thin_to_limit(
     exports: list[Export],
     *,
+    mode: Mode,
+    dense_thr: float,
+    num_peaks: int,
     max_bytes: int = DEFAULT_MAX_BYTES,
-    mode: Mode = "dense",
-    dense_thr: float = 0.5,
     step: int = 1,
-    num_peaks: int = 20,
-    height: int = CANVAS_H,
-    width: int = CANVAS_W,
+    height: int = CANVAS_HEIGHT,
+    width: int = CANVAS_WIDTH,
 ) -> tuple[list[Annotation], int]:
     """:func:`detections_to_annotations` with the sampling step raised from ``step`` just enough
     for the written file to fit ``max_bytes``. Returns (annotations, step used); a step above

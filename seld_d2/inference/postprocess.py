@@ -16,9 +16,6 @@ import numpy as np
 import torch
 from torchvision.ops import batched_nms
 
-# Read-only so the shared default cannot be changed by one caller for all others.
-DEFAULT_CLASS_THRESH: Mapping[int, float] = MappingProxyType({12: 0.85})
-
 # Keyword arguments of select_detections reproducing the baseline exporter (report run 2).
 BASELINE_SELECTION: Mapping[str, object] = MappingProxyType(
     {"score_thresh": 0.35, "class_thresh": None, "nms_thresh": 0.3, "max_per_class": 3}
@@ -49,9 +46,9 @@ def select_detections(
     scores: ArrayLike,
     classes: ArrayLike,
     *,
-    score_thresh: float = 0.70,
-    class_thresh: Mapping[int, float] | None = DEFAULT_CLASS_THRESH,
-    nms_thresh: float = 0.5,
+    score_thresh: float,
+    class_thresh: Mapping[int, float] | None,
+    nms_thresh: float,
     max_per_class: int | None = None,
 ) -> np.ndarray:
     """Indices of the detections to keep, ordered by score descending (ties by index).
@@ -59,7 +56,8 @@ def select_detections(
     ``boxes`` (N, 4) XYXY, ``scores`` (N,), ``classes`` (N,) int. A detection is kept when its
     score is >= its class's threshold (``class_thresh`` overrides ``score_thresh``), it survives
     NMS at IoU ``nms_thresh`` against higher-scored boxes of its own class, and it is among the
-    ``max_per_class`` best of its class. Returns int64 (K,).
+    ``max_per_class`` best of its class. Returns int64 (K,). The project's values are the
+    ``SELD.INFER`` defaults of ``seld_d2/config.py`` (``ClipExporter(cfg)`` passes them).
     """
     b = _numpy(boxes).astype(np.float32, copy=False).reshape(-1, 4)
     s = _numpy(scores).astype(np.float32, copy=False).reshape(-1)

@@ -13,8 +13,9 @@ from collections.abc import Iterable, Iterator
 
 import numpy as np
 import torch
-
+from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.layers import cat
+from detectron2.modeling import build_model
 
 from ..data.mapper import RaisingLoader, SeldDatasetMapper, frame_loader
 from ..modeling.meta_arch import SeldRCNN
@@ -50,21 +51,37 @@ def batch_to_detections(frames: list[int], instances: list) -> list[list[Detecti
     return out
 
 
+def score_floor(cfg) -> float:
+    """Just below the lowest score the post-processing can keep with ``cfg.SELD.INFER``'s
+    thresholds (it keeps scores >= them in float32; Detectron2 keeps scores > its threshold)."""
+    c = cfg.SELD.INFER
+    lowest = min([float(c.SCORE_THRESH), *(float(v) for _, v in c.CLASS_SCORE_THRESH)])
+    return float(np.nextafter(np.float32(lowest), np.float32(-np.inf)))
+
+
 class SeldPredictor:
     """Runs a trained detector on frame records, in batches, and yields per-frame detections.
 
+    A model built here from ``cfg`` has its box predictor's test score threshold
+    (``MODEL.ROI_HEADS.SCORE_THRESH_TEST``) raised to :func:`score_floor` (never lowered), so
+    that the energy and distance heads run only on detections the ``SELD.INFER`` thresholds can
+    keep. Dropping boxes below a score cannot change which boxes above it survive the class-wise
+    NMS and the per-image top-k, so the detections at or above it are the same.
+
     Args:
         cfg: a config with seld_d2's keys; ``MODEL.WEIGHTS`` is loaded unless ``model`` is given.
-        model: an already built (and loaded) model to use instead.
+        model: an already built (and loaded) model to use as it is.
     """
 
     def __init__(self, cfg, model: torch.nn.Module | None = None):
-        from detectron2.checkpoint import DetectionCheckpointer
-        from detectron2.modeling import build_model
-
         self.cfg = cfg
+        self.score_floor = score_floor(cfg)
         if model is None:
-            model = build_model(cfg)
+            built = cfg.clone()
+            built.defrost()
+            thresh = built.MODEL.ROI_HEADS.SCORE_THRESH_TEST
+            built.MODEL.ROI_HEADS.SCORE_THRESH_TEST = max(float(thresh), self.score_floor)
+            model = build_model(built)
             if cfg.MODEL.WEIGHTS:
                 DetectionCheckpointer(model).load(cfg.MODEL.WEIGHTS)
             else:
@@ -75,11 +92,6 @@ class SeldPredictor:
         self.batch_size = max(1, int(cfg.SELD.INFER.BATCH_SIZE))
         self.mapper = SeldDatasetMapper(cfg, is_train=False)
         self.num_workers = int(cfg.DATALOADER.NUM_WORKERS)
-        c = cfg.SELD.INFER
-        # Just below the lowest score the post-processing can keep (it keeps scores >= its
-        # thresholds in float32; Detectron2 keeps scores > its threshold).
-        lowest = min([float(c.SCORE_THRESH), *(float(v) for _, v in c.CLASS_SCORE_THRESH)])
-        self.score_floor = float(np.nextafter(np.float32(lowest), np.float32(-np.inf)))
 
     def loader(self, records: list[dict], num_workers: int | None = None) -> RaisingLoader:
         """Mapped frames in model-sized batches, in record order."""
@@ -87,33 +99,19 @@ class SeldPredictor:
         return frame_loader(records, self.mapper, self.batch_size, workers, self.device.type == "cuda")
 
     @torch.no_grad()
-    def run_batch(self, inputs: list[dict], score_floor: float | None = None) -> list[dict]:
+    def run_batch(self, inputs: list[dict]) -> list[dict]:
         """The model's outputs for one batch of mapped frames (``{"instances"}``; a SeldRCNN's
-        full-map head is skipped: the exporter does not use it).
-
-        ``score_floor``: for this call, the box predictor's test score threshold is raised to it
-        (never lowered), so that the energy and distance heads run only on detections that can
-        pass it. Dropping boxes below a score cannot change which boxes above it survive the
-        class-wise NMS and the per-image top-k, so the detections at or above it are the same.
-        """
-        predictor = getattr(getattr(self.model, "roi_heads", None), "box_predictor", None)
-        saved = getattr(predictor, "test_score_thresh", None)
-        if score_floor is not None and saved is not None and score_floor > saved:
-            predictor.test_score_thresh = score_floor
-        try:
-            with torch.autocast("cuda", enabled=self.amp):
-                if isinstance(self.model, SeldRCNN):
-                    return self.model.inference(inputs, fullmap=False)
-                return self.model(inputs)
-        finally:
-            if saved is not None:
-                predictor.test_score_thresh = saved
+        full-map head is skipped: the exporter does not use it)."""
+        with torch.autocast("cuda", enabled=self.amp):
+            if isinstance(self.model, SeldRCNN):
+                return self.model.inference(inputs, fullmap=False)
+            return self.model(inputs)
 
     def predict(self, batches: Iterable[list[dict]]) -> Iterator[tuple[dict, list[Detection]]]:
         """For every mapped frame of ``batches``: (its record fields, its detections with a
-        score the ``SELD.INFER`` thresholds can keep; see :meth:`run_batch`)."""
+        score the box predictor keeps)."""
         for inputs in batches:
-            outputs = self.run_batch(inputs, self.score_floor)
+            outputs = self.run_batch(inputs)
             frames = [x["frame_index"] for x in inputs]
             detections = batch_to_detections(frames, [out["instances"] for out in outputs])
             for x, dets in zip(inputs, detections, strict=True):

@@ -8,6 +8,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 import numpy as np
+from detectron2.config import configurable
 
 from ..data.labels import Annotation
 from .export import thin_to_limit
@@ -32,31 +33,35 @@ class ClipSummary:
 
 
 class ClipExporter:
-    """Turns per-frame detections of one clip into submission annotations.
+    """Turns per-frame detections of one clip into submission annotations; ``ClipExporter(cfg)``
+    builds one from ``SELD.INFER``.
 
     Args:
         score_thresh / class_thresh / nms_thresh / max_per_class: per-frame selection.
         min_age / max_missed / track_iou / coast_score_decay: the tracker.
         exporter: "dense" or "baseline"; dense_thresh / sample_step / num_peaks: its parameters.
         max_bytes: the largest file allowed; bigger outputs are thinned.
+
+    The values come from ``SELD.INFER`` (``seld_d2/config.py`` holds the defaults, with why).
     """
 
+    @configurable
     def __init__(
         self,
         *,
-        score_thresh: float = 0.70,
-        class_thresh: dict[int, float] | None = None,
-        nms_thresh: float = 0.5,
-        max_per_class: int | None = None,
-        min_age: int = 2,
-        max_missed: int = 2,
-        track_iou: float = 0.3,
-        coast_score_decay: float | None = None,
-        exporter: str = "dense",
-        dense_thresh: float = 0.5,
-        sample_step: int = 1,
-        num_peaks: int = 20,
-        max_bytes: int = 20_000_000,
+        score_thresh: float,
+        class_thresh: dict[int, float] | None,
+        nms_thresh: float,
+        max_per_class: int | None,
+        min_age: int,
+        max_missed: int,
+        track_iou: float,
+        coast_score_decay: float | None,
+        exporter: str,
+        dense_thresh: float,
+        sample_step: int,
+        num_peaks: int,
+        max_bytes: int,
     ):
         if exporter not in ("dense", "baseline"):
             raise ValueError(f"SELD.INFER.EXPORTER must be 'dense' or 'baseline', got {exporter!r}")
@@ -73,9 +78,9 @@ class ClipExporter:
         self.max_bytes = int(max_bytes)
 
     @classmethod
-    def from_config(cls, cfg) -> ClipExporter:
+    def from_config(cls, cfg) -> dict:
         c = cfg.SELD.INFER
-        return cls(
+        return dict(
             score_thresh=c.SCORE_THRESH,
             class_thresh={int(k): float(v) for k, v in c.CLASS_SCORE_THRESH},
             nms_thresh=c.NMS_THRESH,

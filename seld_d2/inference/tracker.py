@@ -60,9 +60,9 @@ class Tracker:
     def __init__(
         self,
         *,
-        min_age: int = 2,
-        max_missed: int = 2,
-        iou_thresh: float = 0.3,
+        min_age: int,
+        max_missed: int,
+        iou_thresh: float,
         coast_score_decay: float | None = None,
         export_unconfirmed_history: bool = False,
     ):

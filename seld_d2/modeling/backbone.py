@@ -10,14 +10,13 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-from fvcore.nn import weight_init
-from torch import nn
-
 from detectron2.config import configurable
 from detectron2.layers import CNNBlockBase, Conv2d, ShapeSpec, get_norm
 from detectron2.modeling import BACKBONE_REGISTRY
 from detectron2.modeling.backbone import FPN, ResNet, build_resnet_backbone
 from detectron2.modeling.backbone.fpn import LastLevelMaxPool
+from fvcore.nn import weight_init
+from torch import nn
 
 NUM_RGB = 3
 

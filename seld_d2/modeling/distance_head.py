@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-from fvcore.nn import weight_init
-from torch import nn
-
 from detectron2.config import configurable
 from detectron2.layers import ShapeSpec, cat
 from detectron2.structures import Instances
 from detectron2.utils.registry import Registry
+from fvcore.nn import weight_init
+from torch import nn
 
 DISTANCE_HEAD_REGISTRY = Registry("DISTANCE_HEAD")
 DISTANCE_HEAD_REGISTRY.__doc__ = """

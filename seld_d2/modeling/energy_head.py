@@ -9,14 +9,13 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-from fvcore.nn import weight_init
-from torch import nn
-from torchvision.ops import roi_align
-
 from detectron2.config import configurable
 from detectron2.layers import Conv2d, ConvTranspose2d, ShapeSpec, cat, get_norm
 from detectron2.structures import Instances
 from detectron2.utils.registry import Registry
+from fvcore.nn import weight_init
+from torch import nn
+from torchvision.ops import roi_align
 
 ENERGY_HEAD_REGISTRY = Registry("ENERGY_HEAD")
 ENERGY_HEAD_REGISTRY.__doc__ = """

@@ -11,12 +11,11 @@ import math
 
 import torch
 import torch.nn.functional as F
-from fvcore.nn import weight_init
-from torch import nn
-
 from detectron2.config import configurable
 from detectron2.layers import Conv2d, ShapeSpec, get_norm
 from detectron2.utils.registry import Registry
+from fvcore.nn import weight_init
+from torch import nn
 
 from .energy_head import energy_mse_loss
 

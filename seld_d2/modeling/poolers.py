@@ -17,11 +17,10 @@ import functools
 
 import torch
 import torch.nn.functional as F
-from torch.autograd.function import once_differentiable
-
 from detectron2.layers import cat
 from detectron2.modeling.poolers import ROIPooler, assign_boxes_to_levels
 from detectron2.structures import Boxes
+from torch.autograd.function import once_differentiable
 
 
 def _axis_weights(

@@ -15,9 +15,6 @@ from __future__ import annotations
 import numpy as np
 import torch
 import torch.nn.functional as F
-from fvcore.nn import weight_init
-from torch import nn
-
 from detectron2.config import configurable
 from detectron2.layers import ShapeSpec, cat
 from detectron2.modeling import ROI_BOX_HEAD_REGISTRY, ROI_HEADS_REGISTRY, StandardROIHeads
@@ -25,6 +22,8 @@ from detectron2.modeling.poolers import ROIPooler
 from detectron2.modeling.roi_heads import FastRCNNOutputLayers, select_foreground_proposals
 from detectron2.modeling.roi_heads.fast_rcnn import fast_rcnn_inference
 from detectron2.structures import ImageList, Instances
+from fvcore.nn import weight_init
+from torch import nn
 
 from .distance_head import build_distance_head
 from .energy_head import build_energy_head, crop_energy_targets

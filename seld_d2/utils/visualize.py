@@ -23,18 +23,22 @@ import matplotlib.pyplot as plt  # noqa: E402  (after choosing the headless back
 import numpy as np  # noqa: E402
 from PIL import Image, ImageDraw, ImageFont  # noqa: E402
 
-from ..acoustics.geometry import azel_to_pixel  # noqa: E402
+from ..acoustics.geometry import CANVAS_HEIGHT, CANVAS_WIDTH, azel_to_pixel  # noqa: E402
 from ..data.classes import CLASS_COLORS, CLASS_NAMES  # noqa: E402
 from ..data.labels import Annotation  # noqa: E402
 from ..data.mapper import render_energy, split_at_seam, support_box  # noqa: E402
 from .io import atomic_open  # noqa: E402
 
-CANVAS_H, CANVAS_W = 180, 360
-
 
 def _draw_canvas(ax, plane: np.ndarray, title: str, marks: Sequence[tuple[float, float]] = ()) -> None:
     """One equirectangular map with azimuth/elevation ticks and true directions as crosses."""
-    ax.imshow(plane, extent=(0, 360, 180, 0), cmap="magma", aspect="equal", interpolation="nearest")
+    ax.imshow(
+        plane,
+        extent=(0, CANVAS_WIDTH, CANVAS_HEIGHT, 0),
+        cmap="magma",
+        aspect="equal",
+        interpolation="nearest",
+    )
     for az, el in marks:
         x, y = azel_to_pixel(az, el)
         ax.plot([x], [y], marker="x", color="cyan", markersize=9, mew=2)
@@ -151,8 +155,8 @@ def _disc_points(pts: np.ndarray, v: np.ndarray, radius: int) -> tuple[np.ndarra
     xs = (np.round(pts[:, 0])[:, None] + dx).ravel()
     ys = (np.round(pts[:, 1])[:, None] + dy).ravel()
     vs = np.repeat(v, len(dx))
-    inside = (ys >= 0) & (ys < CANVAS_H)
-    return np.column_stack([np.mod(xs[inside], CANVAS_W), ys[inside], vs[inside]]), vs[inside]
+    inside = (ys >= 0) & (ys < CANVAS_HEIGHT)
+    return np.column_stack([np.mod(xs[inside], CANVAS_WIDTH), ys[inside], vs[inside]]), vs[inside]
 
 
 def annotation_energy(
@@ -171,7 +175,7 @@ def annotation_energy(
         polys = [np.asarray(p, np.float32).reshape(-1, 3) for p in polygons or []]
         polys = [p for p in polys if len(p)]
         if not polys:
-            return np.zeros((CANVAS_H, CANVAS_W), np.float32)
+            return np.zeros((CANVAS_HEIGHT, CANVAS_WIDTH), np.float32)
         pts = np.concatenate(polys)
         v = np.clip(pts[:, 2], 0.0, None)
         # Points whose value is 0 would vanish; give them the smallest positive level so the
@@ -180,7 +184,7 @@ def annotation_energy(
         v = np.maximum(v, 1e-3 * peak if peak > 0 else 1.0)
         if len(pts) < sparse_points and radius > 0:
             pts, v = _disc_points(pts, v, radius)
-        e = render_energy([np.column_stack([pts[:, :2], v])], CANVAS_H, CANVAS_W)
+        e = render_energy([np.column_stack([pts[:, :2], v])], CANVAS_HEIGHT, CANVAS_WIDTH)
     peak = float(e.max())
     return e / peak if peak > 0 else e
 
@@ -234,8 +238,8 @@ def overlay_annotations(
         uint8 (180 * scale, 360 * scale, 3).
     """
     rgb = np.asarray(rgb)
-    if rgb.shape != (CANVAS_H, CANVAS_W, 3):
-        raise ValueError(f"expected a ({CANVAS_H}, {CANVAS_W}, 3) frame, got {rgb.shape}")
+    if rgb.shape != (CANVAS_HEIGHT, CANVAS_WIDTH, 3):
+        raise ValueError(f"expected a ({CANVAS_HEIGHT}, {CANVAS_WIDTH}, 3) frame, got {rgb.shape}")
     if energies is None:
         energies = [annotation_energy(a) for a in annotations]
     cats = [_instance_fields(a)[0] for a in annotations]
@@ -254,7 +258,7 @@ def overlay_annotations(
             if rows.size == 0:
                 continue
             # Dilate only the band of rows around the support (one row of margin each side).
-            r0, r1 = max(int(rows[0]) - 1, 0), min(int(rows[-1]) + 2, CANVAS_H)
+            r0, r1 = max(int(rows[0]) - 1, 0), min(int(rows[-1]) + 2, CANVAS_HEIGHT)
             support = e[r0:r1] > 0
             ring = _dilate(support) & ~support
             img[r0:r1][ring] = colour.astype(np.uint8)
@@ -280,7 +284,7 @@ def _draw_label(draw, font, text: str, energy: np.ndarray, colour: np.ndarray, s
     x0, y0, x1, y1 = (int(v) * scale for v in support_box(part))
     left, top, right, bottom = draw.textbbox((0, 0), text, font=font)
     tw, th = right - left + 2, bottom - top + 2
-    width, height = CANVAS_W * scale, CANVAS_H * scale
+    width, height = CANVAS_WIDTH * scale, CANVAS_HEIGHT * scale
     tx = min(max(x0, 0), max(width - tw, 0))
     ty = y0 - th - scale if y0 - th - scale >= 0 else min(y1 + scale, height - th)
     draw.rectangle((tx, ty, tx + tw - 1, ty + th - 1), fill=(0, 0, 0))
