@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Idempotent set-up of the project's virtual environment in .venv:
 # torch/torchvision, Detectron2 0.6 (pb1-detectron2 sdist + our minimal op library),
-# and seld_d2 in editable mode. A second run reuses everything already built.
+# and seld_d2 in editable mode with its synth extra (AudibleLight 0.1.2 + trimesh 4.6.11, which pin
+# numpy 2.0.2 and pillow 11.2.1 and build rlr-audio-propagation from source, about a minute;
+# SELD_SYNTH=0 leaves the extra out). A second run reuses everything already built.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
@@ -15,9 +17,10 @@ D2_SHA256=5d2e9e51e523ec72f6a31cca04b0a515492e9514b773a3d134cedc0677170b29
 D2_PILLOW_FIX='s/interp=Image\.LINEAR,/interp=Image.BILINEAR,/'
 D2_PILLOW_FILE=detectron2/data/transforms/transform.py
 STAMP=$VENV/.seld_d2_ready
+SYNTH=${SELD_SYNTH:-1}
 # The stamps record the inputs of the set-up; any change to them redoes the affected steps.
 D2_WANT="d2=$D2_SHA256 ops=$(sha256sum third_party/d2_ops/vision.cpp | cut -c1-16) pillow=$(printf %s "$D2_PILLOW_FIX" | sha256sum | cut -c1-16)"
-WANT="torch==2.14.1 torchvision==0.29.1 $D2_WANT setup=$(sha256sum setup.py | cut -c1-16)"
+WANT="torch==2.14.1 torchvision==0.29.1 $D2_WANT setup=$(sha256sum setup.py | cut -c1-16) synth=$SYNTH"
 
 if [ -f "$STAMP" ] && [ "$(cat "$STAMP")" = "$WANT" ]; then
   exit 0
@@ -70,7 +73,14 @@ if ! "$VENV/bin/python" -c "import detectron2._C" 2>/dev/null || [ "$(cat "$D2_S
   echo "$D2_WANT" > "$D2_STAMP"
 fi
 
-log "installing seld_d2 (editable)"
-$PIP install -q --no-build-isolation --no-deps -e .
+if [ "$SYNTH" = 1 ]; then
+  # The extra's pins come from setup.py (hashed into the stamp above); torch is already satisfied.
+  log "installing seld_d2 (editable) with the synth extra (AudibleLight; about a minute the first time)"
+  # Build isolation: rlr-audio-propagation (an sdist) brings its own build requirements.
+  $PIP install -q -e ".[synth]"
+else
+  log "installing seld_d2 (editable), without the synth extra (SELD_SYNTH=0)"
+  $PIP install -q --no-build-isolation --no-deps -e .
+fi
 "$VENV/bin/python" -c "import seld_d2, detectron2; print('[setup] seld_d2 ready, detectron2', detectron2.__version__)"
 echo "$WANT" > "$STAMP"

@@ -363,11 +363,12 @@ class SynthesisError(RuntimeError):
     one-line error, ``written`` lists the clips written."""
 
     def __init__(self, failed: dict[str, str], written: list[str]):
-        self.failed, self.written = dict(failed), list(written)
+        super().__init__(failed, written)  # the arguments, so that it survives pickling
+        self.failed, self.written = failed, written
+
+    def __str__(self) -> str:
         names = ", ".join(sorted(self.failed))
-        super().__init__(
-            f"{len(self.failed)} of {len(self.failed) + len(self.written)} clips failed: {names}"
-        )
+        return f"{len(self.failed)} of {len(self.failed) + len(self.written)} clips failed: {names}"
 
 
 # Errors that would fail every clip the same way: they stop the split instead of being reported.
