@@ -44,3 +44,29 @@ def test_pictures_show_frames_with_ground_truth(tmp_path):
     assert demo.frames_to_draw(tmp_path / "b.json") == [7]
     write_labels(tmp_path / "c.json", [])
     assert demo.frames_to_draw(tmp_path / "c.json") == [0]
+
+
+def test_bad_tracks_and_missing_uplam_are_one_error_line(tmp_path, capsys):
+    assert demo.main(["--out", str(tmp_path / "a"), "--tracks", "av,video"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--tracks" in err[0]
+    assert not (tmp_path / "a").exists()
+    assert demo.TRACKS["audio"][2] == ["MODEL.SELD.AUDIO_ONLY", "True"] and demo.TRACKS["av"][2] == []
+
+
+def test_default_features_are_the_classical_mvdr_maps():
+    args = demo.parse_args([])
+    assert (args.feature_kind, args.srp_method, args.tracks) == ("srp", "mvdr", "av,audio")
+
+
+def test_uplam_features_need_a_checkpoint_or_training(tmp_path, capsys):
+    assert demo.main(["--out", str(tmp_path / "b"), "--feature-kind", "uplam"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--uplam" in err[0]
+    assert (
+        demo.main(
+            ["--out", str(tmp_path / "b"), "--feature-kind", "uplam", "--uplam", str(tmp_path / "x.pth")]
+        )
+        == 2
+    )
+    assert not (tmp_path / "b").exists()

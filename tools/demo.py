@@ -3,17 +3,23 @@
 
 1. Synthesise audiovisual scenes with the project's generator (free-field em32, procedural
    sources of the ``--classes``, 360x180 video, STAIRS26-style labels) into the STARSS23 layout.
-2. Train UpLAM briefly on the training scenes' 32-ch recordings (``tools/train_uplam.py``;
-   a float32 checkpoint of ~13 MB is not shipped in the repository) or take ``--uplam PATH``,
-   and extract the UpLAM features of both splits with it (``tools/extract_features.py``); with
-   ``--feature-kind srp`` no UpLAM is trained and the classical 4-ch maps are extracted instead.
-3. Train the detector briefly on the CPU (``configs/SELD/demo_cpu.yaml``, ``tools/train_net.py``).
-4. Run it on the test split into submission files (``tools/infer.py``).
-5. Score them with the official metric (``tools/evaluate.py``).
-6. Draw: the loss curve, GT-vs-prediction overlays of a test clip (PNGs of four annotated frames
-   and a GIF), and a frame's 16 acoustic feature planes (``tools/visualize.py``).
+2. Acoustic features of both splits (``tools/extract_features.py``): by default the classical
+   4-ch MVDR maps (``--feature-kind srp``, no training; ``--srp-method`` to change); with
+   ``--feature-kind uplam`` the latent of ``--uplam PATH``, or of an UpLAM trained here on the
+   training scenes' 32-ch recordings (``--train-uplam``; no trained UpLAM localises well enough
+   to be the default yet, see the README). Then their feature-quality line on the test split
+   (``tools/feature_quality.py``: peak error on single-source frames, agreement with the 32-ch
+   APGD map).
+3. Train the detectors briefly on the CPU (``configs/SELD/demo_cpu.yaml``, ``tools/train_net.py``):
+   the audiovisual one (Track B, RGB + features) and the audio-only one (Track A,
+   ``MODEL.SELD.AUDIO_ONLY``: the RGB planes are zero), on the same data (``--tracks``).
+4. Run each on the test split into submission files (``tools/infer.py``).
+5. Score them with the official metric (``tools/evaluate.py``): one table per track.
+6. Draw: the loss curves, GT-vs-prediction overlays of a test clip (PNGs of four annotated frames
+   and a GIF) and a frame's 16 acoustic feature planes (``tools/visualize.py``), for the first track.
 
-Everything goes into ``--out``; the last lines printed say where.
+Everything goes into ``--out`` (one folder per track: ``av/``, ``audio/``); the last lines printed
+say where.
 """
 
 from __future__ import annotations
@@ -30,12 +36,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))  # sibling tools
 
 import evaluate  # noqa: E402
 import extract_features  # noqa: E402
+import feature_quality  # noqa: E402
 import infer  # noqa: E402
 import train_net  # noqa: E402
 import train_uplam  # noqa: E402
 import visualize  # noqa: E402
 
-import seld_d2  # noqa: F401, E402  (Pillow alias before detectron2)
 from seld_d2.data.classes import CLASS_NAMES, NUM_CLASSES, class_index  # noqa: E402
 from seld_d2.data.labels import load_labels  # noqa: E402
 from seld_d2.data.synth import SceneConfig, SynthConfig, synthesize_split  # noqa: E402
@@ -43,6 +49,15 @@ from seld_d2.utils.io import atomic_open  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 TRAIN, TEST = "dev-train-demo", "dev-test-demo"
+# track -> (folder, title, extra config options)
+TRACKS = {
+    "av": ("av", "audiovisual (Track B: RGB + acoustic features)", []),
+    "audio": (
+        "audio",
+        "audio-only (Track A: acoustic features, RGB planes zero)",
+        ["MODEL.SELD.AUDIO_ONLY", "True"],
+    ),
+}
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -63,17 +78,30 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--epochs", type=int, default=None, help="detector epochs (default: the config's)")
     p.add_argument(
         "--feature-kind",
-        default="uplam",
+        default="srp",
         choices=["uplam", "srp"],
-        help="acoustic features: uplam (trained here or --uplam) or srp (classical maps, no training)",
+        help="acoustic features: srp (classical 4-ch maps, no training; the default) or uplam "
+        "(--uplam PATH or --train-uplam)",
     )
     p.add_argument(
-        "--srp-method", default="bartlett", choices=["bartlett", "mvdr", "music"], help="SRP method"
+        "--srp-method",
+        default="mvdr",
+        choices=["bartlett", "mvdr", "music"],
+        help="SRP method (default mvdr)",
     )
-    p.add_argument("--uplam", default=None, help="UpLAM checkpoint to use instead of training one")
-    p.add_argument("--uplam-epochs", type=int, default=2, help="UpLAM training epochs (default 2)")
+    p.add_argument("--uplam", default=None, help="with --feature-kind uplam: the UpLAM checkpoint")
     p.add_argument(
-        "--uplam-clips", type=int, default=2, help="scenes per split UpLAM trains/validates on (default 2)"
+        "--train-uplam", action="store_true", help="with --feature-kind uplam: train UpLAM here instead"
+    )
+    p.add_argument("--uplam-epochs", type=int, default=2, help="with --train-uplam: epochs (default 2)")
+    p.add_argument(
+        "--uplam-clips", type=int, default=2, help="with --train-uplam: scenes per split (default 2)"
+    )
+    p.add_argument(
+        "--tracks",
+        default="av,audio",
+        help="detectors to train and score, comma-separated: av (audiovisual), audio (audio-only); "
+        "default both",
     )
     p.add_argument("--config-file", default=str(REPO / "configs/SELD/demo_cpu.yaml"), help="detector config")
     return p.parse_args(argv)
@@ -106,24 +134,88 @@ def frames_to_draw(label_file: Path, count: int = 4) -> list[int]:
     return sorted({annotated[i] for i in picks})
 
 
+def _fmt(value) -> str:
+    return "-" if value is None else f"{value:.3f}"
+
+
 def step(title: str) -> None:
     print(f"\n==== {title}", flush=True)
 
 
-def loss_curve(metrics_file: Path, path: Path) -> dict:
-    """Training and validation loss against iteration, from Detectron2's metrics.json."""
+def loss_curve(metrics_files: dict[str, Path], path: Path) -> dict:
+    """Training and validation loss against iteration of each track, from Detectron2's
+    metrics.json files; returns each track's first and last training loss."""
     from seld_d2.utils.visualize import plot_curves
 
-    train, val = [], []
-    with open(metrics_file) as f:
-        for line in f:
-            rec = json.loads(line)
-            if "total_loss" in rec:
-                train.append((rec["iteration"], rec["total_loss"]))
-            if "validation_loss" in rec:
-                val.append((rec["iteration"], rec["validation_loss"]))
-    plot_curves({"training loss": train, "validation loss": val}, path, xlabel="iteration", ylabel="loss")
-    return {"train_first": train[0][1] if train else None, "train_last": train[-1][1] if train else None}
+    curves, ends = {}, {}
+    for track, metrics_file in metrics_files.items():
+        train, val = [], []
+        with open(metrics_file) as f:
+            for line in f:
+                rec = json.loads(line)
+                if "total_loss" in rec:
+                    train.append((rec["iteration"], rec["total_loss"]))
+                if "validation_loss" in rec:
+                    val.append((rec["iteration"], rec["validation_loss"]))
+        curves[f"{track}: training loss"] = train
+        curves[f"{track}: validation loss"] = val
+        ends[track] = {
+            "train_first": train[0][1] if train else None,
+            "train_last": train[-1][1] if train else None,
+        }
+    plot_curves(curves, path, xlabel="iteration", ylabel="loss")
+    return ends
+
+
+def feature_quality_line(root: Path, out: Path) -> dict | None:
+    """The feature-quality measure of the test split's cached features (``tools/feature_quality.py``
+    on them, its table and line printed); returns its summary (None where it failed)."""
+    rc = feature_quality.main(
+        ["--root", str(root), "--split", TEST, "--features-dir", str(root / "features_dev" / TEST),
+         "--out", str(out)]
+    )  # fmt: skip
+    if rc:
+        return None
+    with open(out / "quality.json") as f:
+        return json.load(f)
+
+
+def run_track(
+    args: argparse.Namespace, root: Path, out: Path, track_opts: list[str], label: str
+) -> dict | None:
+    """Train one detector on the demo's data, write the test split's submission files and score
+    them; returns the metric's summary (None where a step failed)."""
+    step(f"{label}: training the detector on the CPU")
+    train_dir = out / "train"
+    opts = [
+        "SELD.DATA.ROOT", str(root), "SELD.DATA.TRAIN_SPLITS", f"['{TRAIN}']",
+        "SELD.DATA.VAL_SPLITS", f"['{TEST}']", "DATASETS.TRAIN", "('demo_train',)",
+        "DATASETS.TEST", "('demo_test',)", *track_opts, "OUTPUT_DIR", str(train_dir),
+        "MODEL.DEVICE", "cpu", "SEED", str(args.seed),
+    ]  # fmt: skip
+    if args.epochs:
+        opts += ["SELD.TRAIN.MAX_EPOCHS", str(args.epochs)]
+    train_args = train_net.default_argument_parser().parse_args(["--config-file", args.config_file, *opts])
+    train_net.main(train_args)
+
+    step(f"{label}: inference on the test split -> submission files")
+    submission = out / "submission"
+    infer_opts = [o for o in opts if o not in ("MODEL.DEVICE", "cpu")]
+    rc = infer.main(
+        ["--config-file", args.config_file, "--checkpoint", str(train_dir / "model_final.pth"),
+         "--root", str(root), "--split", TEST, "--out", str(submission), "--device", "cpu", *infer_opts]
+    )  # fmt: skip
+    if rc:
+        return None
+
+    step(f"{label}: the official DCASE2026 Task 3 metric")
+    rc = evaluate.main(
+        ["--pred", str(submission), "--gt", str(root / "labels_dev" / TEST), "--out", str(out / "evaluation")]
+    )
+    if rc:
+        return None
+    with open(out / "evaluation" / "metrics.json") as f:
+        return json.load(f)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -132,6 +224,21 @@ def main(argv: list[str] | None = None) -> int:
         classes = parse_classes(args.classes)
     except ValueError as e:
         print(f"error: --classes: {e}", file=sys.stderr)
+        return 2
+    tracks = [t.strip() for t in args.tracks.split(",") if t.strip()]
+    if not tracks or any(t not in TRACKS for t in tracks):
+        print(f"error: --tracks: use a comma-separated subset of {', '.join(TRACKS)}", file=sys.stderr)
+        return 2
+    if (
+        args.feature_kind == "uplam"
+        and not args.train_uplam
+        and not (args.uplam and Path(args.uplam).is_file())
+    ):
+        print(
+            f"error: --uplam {args.uplam or '(not given)'}: no UpLAM checkpoint there "
+            "(--train-uplam trains one)",
+            file=sys.stderr,
+        )
         return 2
     out = Path(args.out).resolve()
     root = out / "data"
@@ -143,7 +250,7 @@ def main(argv: list[str] | None = None) -> int:
         return time.perf_counter()
 
     step(
-        f"[1/6] synthesising {args.train_clips} training scenes of {args.seconds:g} s and "
+        f"[1/{len(tracks) + 3}] synthesising {args.train_clips} training scenes of {args.seconds:g} s and "
         f"{args.test_clips} test scenes of {args.test_seconds:g} s into {root}\n     classes: "
         + ", ".join(CLASS_NAMES[c] for c in classes)
     )
@@ -156,73 +263,54 @@ def main(argv: list[str] | None = None) -> int:
 
     if args.feature_kind == "srp":
         uplam = None
-    elif args.uplam:
-        uplam = Path(args.uplam)
-    else:
-        step("[2/6] training UpLAM (self-supervised, 4x4 -> 32x32 visibilities)")
+    elif args.train_uplam:
+        step(f"[2/{len(tracks) + 3}] training UpLAM (self-supervised, 4x4 -> 32x32 visibilities)")
         rc = train_uplam.main(
             ["--root", str(root), "--train-split", TRAIN, "--val-split", TEST, "--out", str(out / "uplam"),
-             "--epochs", str(args.uplam_epochs), "--max-clips", str(args.uplam_clips), "--lr", "3e-5",
+             "--epochs", str(args.uplam_epochs), "--max-clips", str(args.uplam_clips),
              "--seed", str(args.seed)]
         )  # fmt: skip
         if rc:
             return rc
         uplam = out / "uplam" / "best.pth"
         t = lap("uplam_training", t)
+    else:
+        uplam = Path(args.uplam)
     if uplam is None:
-        step(f"[2/6] extracting the classical 4-ch features (srp {args.srp_method}, no UpLAM)")
+        step(
+            f"[2/{len(tracks) + 3}] extracting the classical 4-ch features (srp {args.srp_method}, no UpLAM)"
+        )
         kind_args = ["--kind", "srp", "--method", args.srp_method]
         feature_opts = ["SELD.AUDIO.FEATURE_KIND", "srp", "SELD.AUDIO.SRP_METHOD", args.srp_method]
     else:
-        step(f"[2/6] extracting UpLAM features with {uplam}")
+        step(f"[2/{len(tracks) + 3}] extracting UpLAM features with {uplam}")
         kind_args = ["--checkpoint", str(uplam)]
         feature_opts = ["SELD.AUDIO.UPLAM_CHECKPOINT", str(uplam)]
     for split in (TRAIN, TEST):
         rc = extract_features.main(["--root", str(root), "--split", split, *kind_args])
         if rc:
             return rc
+    quality = feature_quality_line(root, out / "feature_quality")
     t = lap("features", t)
 
-    step("[3/6] training the detector on the CPU")
-    train_dir = out / "train"
-    opts = [
-        "SELD.DATA.ROOT", str(root), "SELD.DATA.TRAIN_SPLITS", f"['{TRAIN}']",
-        "SELD.DATA.VAL_SPLITS", f"['{TEST}']", "DATASETS.TRAIN", "('demo_train',)",
-        "DATASETS.TEST", "('demo_test',)", *feature_opts, "OUTPUT_DIR", str(train_dir),
-        "MODEL.DEVICE", "cpu", "SEED", str(args.seed),
-    ]  # fmt: skip
-    if args.epochs:
-        opts += ["SELD.TRAIN.MAX_EPOCHS", str(args.epochs)]
-    train_args = train_net.default_argument_parser().parse_args(["--config-file", args.config_file, *opts])
-    train_net.main(train_args)
-    weights = train_dir / "model_final.pth"
-    t = lap("detector_training", t)
+    results = {}
+    for k, track in enumerate(tracks):
+        folder, title, track_opts = TRACKS[track]
+        label = f"[{3 + k}/{len(tracks) + 3}] {title}"
+        results[track] = run_track(args, root, out / folder, [*feature_opts, *track_opts], label)
+        if results[track] is None:
+            return 1
+        t = lap(f"{track}_detector", t)
 
-    step("[4/6] inference on the test split -> submission files")
-    submission = out / "submission"
-    infer_opts = [o for o in opts if o not in ("MODEL.DEVICE", "cpu")]
-    rc = infer.main(
-        ["--config-file", args.config_file, "--checkpoint", str(weights), "--root", str(root),
-         "--split", TEST, "--out", str(submission), "--device", "cpu", *infer_opts]
-    )  # fmt: skip
-    if rc:
-        return rc
-    t = lap("inference", t)
-
-    step("[5/6] the official DCASE2026 Task 3 metric")
-    rc = evaluate.main(
-        ["--pred", str(submission), "--gt", str(root / "labels_dev" / TEST), "--out", str(out / "evaluation")]
+    step(f"[{len(tracks) + 3}/{len(tracks) + 3}] pictures")
+    first = out / TRACKS[tracks[0]][0]
+    curve = loss_curve(
+        {tr: out / TRACKS[tr][0] / "train" / "metrics.json" for tr in tracks}, out / "loss_curve.png"
     )
-    if rc:
-        return rc
-    t = lap("evaluation", t)
-
-    step("[6/6] pictures")
-    curve = loss_curve(train_dir / "metrics.json", out / "loss_curve.png")
     seq = test_clips[0]
     frames = frames_to_draw(root / "labels_dev" / TEST / f"{seq}_std.json")
     rc = visualize.main(
-        ["--root", str(root), "--split", TEST, "--seq", seq, "--pred", str(submission),
+        ["--root", str(root), "--split", TEST, "--seq", seq, "--pred", str(first / "submission"),
          "--frames", ",".join(map(str, frames)), "--gif", "--features", "--out", str(out / "pictures")]
     )  # fmt: skip
     if rc:
@@ -230,17 +318,23 @@ def main(argv: list[str] | None = None) -> int:
     lap("pictures", t)
 
     timings["total"] = round(time.perf_counter() - t0, 1)
-    with open(out / "evaluation" / "metrics.json") as f:
-        metrics = json.load(f)
     with atomic_open(out / "summary.json", "w") as f:
-        json.dump({"timings_s": timings, "loss": curve, "metrics": metrics}, f, indent=1)
+        json.dump(
+            {"timings_s": timings, "loss": curve, "feature_quality": quality, "metrics": results}, f, indent=1
+        )
     print(f"\ndone in {timings['total']:.0f} s ({', '.join(f'{k} {v:g} s' for k, v in timings.items())})")
+    for track in tracks:
+        macro, micro = results[track]["macro"], results[track]["micro"]
+        print(f"  {TRACKS[track][1]}: macro mAP {_fmt(macro.get('mAP'))}, micro mAP {_fmt(micro.get('mAP'))}")
     print(f"outputs in {out}/:")
-    print("  evaluation/      table.md, metrics.json, ap_vs_threshold.png (the official metric)")
-    print("  submission/      one <seq>.json per test clip (challenge format)")
+    for track in tracks:
+        print(
+            f"  {TRACKS[track][0] + '/':<17}train/ (checkpoints, log, TensorBoard), submission/, evaluation/"
+        )
+    print("  feature_quality/ quality.json, planes.png (the test split's acoustic features)")
     print("  pictures/        GT vs prediction overlays (PNG, GIF), the 16 acoustic feature planes")
-    print("  loss_curve.png   training and validation loss")
-    print("  train/           detector checkpoints, log, TensorBoard events")
+    print("  loss_curve.png   training and validation loss of each track")
+    print("  summary.json     timings, losses, feature quality, every metric")
     print("  data/            the generated dataset (STARSS23 layout) and its feature cache")
     return 0
 
