@@ -240,3 +240,13 @@ def test_dataset_errors_are_one_hierarchy():
         assert isinstance(err, D.DatasetError) and isinstance(err, ValueError)
         with pytest.raises(D.DatasetError):
             raise err
+
+
+def test_one_record_builder_and_layout_paths(tmp_path):
+    assert D.clip_wav(tmp_path, "dev-test", "s1") == tmp_path / "mic_dev" / "dev-test" / "s1.wav"
+    assert D.clip_wav(tmp_path, "dev-test", "s1", "eigen") == tmp_path / "eigen_dev" / "dev-test" / "s1.wav"
+    assert D.clip_frames_dir(tmp_path, "dev-test", "s1") == tmp_path / "frames_dev" / "dev-test" / "s1"
+    rec = D.frame_record(tmp_path / "f", "dev-test", "s1", 7, tmp_path / "s1.npz")
+    assert rec["image_id"] == "dev-test/s1/7" and rec["file_name"] == str(tmp_path / "f" / "s1_0007.png")
+    assert (rec["height"], rec["width"], rec["feature_file"]) == (180, 360, str(tmp_path / "s1.npz"))
+    assert D.frame_record(tmp_path, None, "s1", 7)["image_id"] == "s1/7"

@@ -324,7 +324,7 @@ def _tiny_stairs(root: Path, clips: int = 2, frames: int = 16, seed: int = 0) ->
     from PIL import Image
 
     from seld_d2.acoustics.features import write_cache
-    from seld_d2.data.datasets import load_stairs26
+    from seld_d2.data.datasets import clip_frames_dir, clip_wav, frame_file, load_stairs26
     from seld_d2.data.labels import Annotation, write_labels
 
     rng = np.random.default_rng(seed)
@@ -333,15 +333,15 @@ def _tiny_stairs(root: Path, clips: int = 2, frames: int = 16, seed: int = 0) ->
     blob = np.exp(-(xx**2 + yy**2) / 18.0)
     for c in range(clips):
         seq = f"fold0_bench_{c:03d}"
-        wav = root / "mic_dev" / split / f"{seq}.wav"
+        wav = clip_wav(root, split, seq)
         wav.parent.mkdir(parents=True, exist_ok=True)
         sf.write(str(wav), np.zeros((frames * SAMPLE_RATE // FRAME_RATE, 4), np.float32), SAMPLE_RATE)
-        fdir = root / "frames_dev" / split / seq
+        fdir = clip_frames_dir(root, split, seq)
         fdir.mkdir(parents=True, exist_ok=True)
         anns = []
         for k in range(frames):
             Image.fromarray(rng.integers(0, 255, (180, 360, 3), dtype=np.uint8)).save(
-                fdir / f"{seq}_{k:04d}.png"
+                frame_file(fdir, seq, k)
             )
             x, y = int(rng.integers(10, 350)), int(rng.integers(10, 170))
             pts = np.stack([xx.ravel() + x, yy.ravel() + y, blob.ravel()], axis=1).astype(np.float32)
@@ -587,6 +587,7 @@ def bench_infer(args: argparse.Namespace) -> dict:
     import soundfile as sf
     from PIL import Image
 
+    from seld_d2.data.datasets import frame_file, frame_record
     from seld_d2.data.labels import write_labels
     from seld_d2.inference.predictor import SeldPredictor
     from seld_d2.inference.submission import ClipExporter
@@ -617,14 +618,10 @@ def bench_infer(args: argparse.Namespace) -> dict:
         fdir.mkdir(parents=True)
         for k in range(frames):
             Image.fromarray(rng.integers(0, 255, (180, 360, 3), dtype=np.uint8)).save(
-                fdir / f"{seq}_{k:04d}.png"
+                frame_file(fdir, seq, k)
             )
         feature_file = tmp / "features" / f"{seq}.npz"
-        records = [
-            {"file_name": str(fdir / f"{seq}_{k:04d}.png"), "height": 180, "width": 360, "sequence": seq,
-             "frame_index": k, "image_id": k, "feature_file": str(feature_file)}
-            for k in range(frames)
-        ]  # fmt: skip
+        records = [frame_record(fdir, None, seq, k, feature_file) for k in range(frames)]
 
         # Model only: the same mapped batch again and again, inputs already in memory.
         from seld_d2.acoustics.features import build_feature_extractor

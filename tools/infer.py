@@ -32,12 +32,13 @@ from tqdm import tqdm
 from seld_d2 import add_seld_config
 from seld_d2.acoustics.audio import check_wav
 from seld_d2.acoustics.features import build_feature_extractor
-from seld_d2.acoustics.geometry import CANVAS_HEIGHT, CANVAS_WIDTH
 from seld_d2.acoustics.visibility import FRAME_RATE
 from seld_d2.data.datasets import (
     DatasetError,
     check_frames,
-    frame_file,
+    clip_frames_dir,
+    clip_wav,
+    frame_record,
     list_sequences,
 )
 from seld_d2.data.labels import write_labels
@@ -104,25 +105,13 @@ def clip_list(args: argparse.Namespace, cfg) -> list[tuple[str, Path, Path, Path
         Path(args.feature_dir) if args.feature_dir else root / cfg.SELD.AUDIO.FEATURE_CACHE_DIR / args.split
     )
     return [
-        (seq, root / "mic_dev" / args.split / f"{seq}.wav", root / "frames_dev" / args.split / seq,
-         feature_dir / f"{seq}.npz")
+        (
+            seq,
+            clip_wav(root, args.split, seq),
+            clip_frames_dir(root, args.split, seq),
+            feature_dir / f"{seq}.npz",
+        )
         for seq in list_sequences(root, args.split)
-    ]  # fmt: skip
-
-
-def frame_records(seq: str, frames_dir: Path, feature_file: Path, num_frames: int) -> list[dict]:
-    """Inference records (no annotations) for every frame of a clip."""
-    return [
-        {
-            "file_name": frame_file(frames_dir, seq, k),
-            "height": CANVAS_HEIGHT,
-            "width": CANVAS_WIDTH,
-            "image_id": f"{seq}/{k}",
-            "sequence": seq,
-            "frame_index": k,
-            "feature_file": str(feature_file),
-        }
-        for k in range(num_frames)
     ]
 
 
@@ -169,7 +158,7 @@ def main(argv: list[str] | None = None) -> int:
         bar.set_postfix_str(seq)
         try:
             extractor.cached(wav, feature_file)  # computes only when missing or stale
-            records = frame_records(seq, frames_dir, feature_file, n)
+            records = [frame_record(frames_dir, args.split, seq, k, feature_file) for k in range(n)]
 
             def frames(records=records):
                 for meta, detections in predictor.predict_records(records):

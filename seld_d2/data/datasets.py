@@ -79,9 +79,41 @@ def label_path(root: Path, split: str, seq: str) -> Path | None:
     return None
 
 
+def clip_wav(root: Path, split: str, seq: str, audio: str = "mic") -> Path:
+    """``<root>/mic_dev/<split>/<seq>.wav`` (``eigen_dev`` for ``audio="eigen"``)."""
+    return root / AUDIO_FORMATS[audio][0] / split / f"{seq}.wav"
+
+
+def clip_frames_dir(root: Path, split: str, seq: str) -> Path:
+    """``<root>/frames_dev/<split>/<seq>``, the folder of a clip's video frames."""
+    return root / "frames_dev" / split / seq
+
+
 def frame_file(frames_dir: str | os.PathLike, seq: str, k: int) -> str:
     """Path of frame k (zero-based) of a clip."""
     return os.path.join(frames_dir, f"{seq}_{k:04d}.png")
+
+
+def frame_record(
+    frames_dir: str | os.PathLike,
+    split: str | None,
+    seq: str,
+    k: int,
+    feature_file: str | os.PathLike | None = None,
+) -> dict:
+    """The fields of frame k's record that need no labels (training adds ``wav_file`` and
+    ``annotations``): ``image_id`` is ``"<split>/<seq>/<k>"``, ``"<seq>/<k>"`` for a clip outside
+    a split (``split`` None: a single clip given by its files)."""
+    return {
+        "file_name": frame_file(frames_dir, seq, k),
+        "height": CANVAS_HEIGHT,
+        "width": CANVAS_WIDTH,
+        "image_id": f"{seq}/{k}" if split is None else f"{split}/{seq}/{k}",
+        "split": split,
+        "sequence": seq,
+        "frame_index": k,
+        "feature_file": None if feature_file is None else str(feature_file),
+    }
 
 
 def list_sequences(root: Path, split: str, audio: str = "mic") -> list[str]:
@@ -153,11 +185,11 @@ def check_clip(
     root: Path, split: str, seq: str, audio: str = "mic", require_labels: bool = True
 ) -> ClipIndex:
     """Check one clip (wav header, frames, labels) and index it; raises a DatasetError."""
-    subdir, channels = AUDIO_FORMATS[audio]
-    wav = root / subdir / split / f"{seq}.wav"
+    channels = AUDIO_FORMATS[audio][1]
+    wav = clip_wav(root, split, seq, audio)
     info = check_wav(wav, channels=channels, sample_rate=SAMPLE_RATE)
     audio_frames = math.ceil(info.num_samples / (SAMPLE_RATE // FRAME_RATE))
-    frames_dir = root / "frames_dev" / split / seq
+    frames_dir = clip_frames_dir(root, split, seq)
     n = check_frames(frames_dir, seq, audio_frames, wav=wav)
     labels = label_path(root, split, seq)
     notes = LabelNotes()
@@ -188,8 +220,8 @@ def _fingerprint(root: Path, split: str, audio: str, seqs: list[str]) -> str:
     h = hashlib.sha256(f"v{INDEX_VERSION}|{root.resolve()}|{split}|{audio}".encode())
     for seq in seqs:
         for p in (
-            root / AUDIO_FORMATS[audio][0] / split / f"{seq}.wav",
-            root / "frames_dev" / split / seq,
+            clip_wav(root, split, seq, audio),
+            clip_frames_dir(root, split, seq),
             root / "labels_dev" / split / f"{seq}_std.json",
             root / "labels_dev" / split / f"{seq}.json",
         ):
@@ -266,20 +298,13 @@ def clip_records(clip: ClipIndex, feature_dir: str | os.PathLike | None = None) 
     for i, ann in enumerate(clip.annotations):
         trains = bool(ann.polygons) and i not in clip.repeated
         by_frame.setdefault(ann.frame, []).append((ann, trains))
-    feature_file = str(Path(feature_dir) / f"{clip.sequence}.npz") if feature_dir else None
+    feature_file = Path(feature_dir) / f"{clip.sequence}.npz" if feature_dir else None
     records = []
     for k in range(clip.num_frames):
         records.append(
             {
-                "file_name": frame_file(clip.frames_dir, clip.sequence, k),
-                "height": CANVAS_HEIGHT,
-                "width": CANVAS_WIDTH,
-                "image_id": f"{clip.split}/{clip.sequence}/{k}",
-                "split": clip.split,
-                "sequence": clip.sequence,
-                "frame_index": k,
+                **frame_record(clip.frames_dir, clip.split, clip.sequence, k, feature_file),
                 "wav_file": clip.wav_file,
-                "feature_file": feature_file,
                 "annotations": [
                     {
                         "category_id": a.category_id,
