@@ -98,11 +98,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def setup(args: argparse.Namespace):
     """The frozen config: defaults, ``--config-file``, flags, trailing opts; checked. Raises
     ValueError (one line) for a bad value."""
+    from detectron2.config import get_cfg
+
     from seld_d2 import add_seld_config
     from seld_d2.acoustics.uplam import PRIORS, STEERING_MODES
     from seld_d2.engine.uplam_trainer import BEST_METRICS, parse_bands
-
-    from detectron2.config import get_cfg
 
     cfg = get_cfg()
     add_seld_config(cfg)
@@ -163,12 +163,11 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as err:
         return _error(str(err))
     import torch  # after --help and the config checks: slow
+    from detectron2.utils.logger import setup_logger
 
     from seld_d2.engine.uplam_data import scan_splits
     from seld_d2.engine.uplam_trainer import UpLAMTrainer
     from seld_d2.utils.io import WriteError, atomic_open, prepare_output_dir
-
-    from detectron2.utils.logger import setup_logger
 
     u, root, out = cfg.SELD.UPLAM, Path(cfg.SELD.DATA.ROOT), Path(cfg.OUTPUT_DIR)
     try:

@@ -28,11 +28,10 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from torch import Tensor
-from tqdm import tqdm
-
 from detectron2.engine import HookBase, SimpleTrainer, hooks
 from detectron2.utils.events import CommonMetricPrinter, JSONWriter, TensorboardXWriter
+from torch import Tensor
+from tqdm import tqdm
 
 from ..acoustics.audio import SAMPLE_RATE
 from ..acoustics.geometry import TETRA_CHANNELS
