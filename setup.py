@@ -25,6 +25,9 @@ setup(
     ],
     extras_require={
         "synth": ["audiblelight==0.1.2", "trimesh==4.6.11"],  # the versions the backend is tested with
+        # AudibleLight's 360° video renderer (--video-renderer audiblelight), which does not declare
+        # them; with "synth". tools/setup_env.sh installs both (SELD_SYNTH=0: neither).
+        "synth-video": ["pyvista==0.49.1", "vtk==9.7.1", "opencv-python-headless==5.1.0.95"],
         "dev": ["pytest>=7", "ruff>=0.5"],
     },
 )

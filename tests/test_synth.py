@@ -405,6 +405,7 @@ def test_distractors_are_drawn_and_never_labelled(tmp_path):
     distractors = info["video"]["distractors"]
     assert len(distractors) == 4 and info["video"]["style"] == "varied"
     assert json.loads((runs["plain"] / "events_dev" / SPLIT / f"{seq}_scene.json").read_text())["video"] == {
+        "renderer": "project",
         "style": "plain",
         "invisible_share": 0.0,
         "invisible_instances": [],

@@ -2,8 +2,9 @@
 # Idempotent set-up of the project's virtual environment in .venv:
 # torch/torchvision, Detectron2 0.6 (pb1-detectron2 sdist + our minimal op library),
 # and seld_d2 in editable mode with its synth extra (AudibleLight 0.1.2 + trimesh 4.6.11, which pin
-# numpy 2.0.2 and pillow 11.2.1 and build rlr-audio-propagation from source, about a minute;
-# SELD_SYNTH=0 leaves the extra out). A second run reuses everything already built.
+# numpy 2.0.2 and pillow 11.2.1 and build rlr-audio-propagation from source, about a minute) and
+# its synth-video extra (pyvista, vtk, opencv for AudibleLight's video renderer); SELD_SYNTH=0
+# leaves both out. A second run reuses everything already built.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
@@ -75,9 +76,9 @@ fi
 
 if [ "$SYNTH" = 1 ]; then
   # The extra's pins come from setup.py (hashed into the stamp above); torch is already satisfied.
-  log "installing seld_d2 (editable) with the synth extra (AudibleLight; about a minute the first time)"
+  log "installing seld_d2 (editable) with the synth and synth-video extras (AudibleLight; about a minute the first time)"
   # Build isolation: rlr-audio-propagation (an sdist) brings its own build requirements.
-  $PIP install -q -e ".[synth]"
+  $PIP install -q -e ".[synth,synth-video]"
 else
   log "installing seld_d2 (editable), without the synth extra (SELD_SYNTH=0)"
   $PIP install -q --no-build-isolation --no-deps -e .

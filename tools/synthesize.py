@@ -44,6 +44,7 @@ from seld_d2.data.synth import (  # noqa: E402
     VideoConfig,
     synthesize_split,
 )
+from seld_d2.data.synth.al_video import VIDEO_RENDERERS  # noqa: E402
 from seld_d2.data.synth.render import BACKENDS  # noqa: E402
 from seld_d2.utils.io import WriteError, prepare_output_dir, remove_stale_temps  # noqa: E402
 
@@ -78,6 +79,25 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--video-size", type=video_size, default=(360, 180), help="frame size WxH (default 360x180)"
     )
     p.add_argument("--no-video", action="store_true", help="skip the frames")
+    p.add_argument(
+        "--video-renderer",
+        default="project",
+        choices=VIDEO_RENDERERS,
+        help="project: the project's ray-cast video (default); audiblelight: AudibleLight's pyvista/VTK "
+        "360-degree renderer with its culling and camera-azimuth faults fixed (extra synth-video)",
+    )
+    p.add_argument(
+        "--video-render-size",
+        type=video_size,
+        default=None,
+        help="audiblelight video: render size WxH, 2:1, resized to --video-size (default: --video-size)",
+    )
+    p.add_argument(
+        "--video-images",
+        default=None,
+        help="audiblelight video: folder of event images DIR/<class name>/*.png|jpg (default: the "
+        "objects' own looks)",
+    )
     p.add_argument(
         "--video-style",
         default="varied",
@@ -200,6 +220,9 @@ def main(argv: list[str] | None = None) -> int:
             backend=args.backend,
             reflection_order=args.reflection_order,
             video_size=None if args.no_video else args.video_size,
+            video_renderer=args.video_renderer,
+            video_render_size=args.video_render_size,
+            video_images=args.video_images,
             labels=not args.no_labels,
             dry_sources=args.dry_sources,
             sensor_noise_db=args.sensor_noise_db,

@@ -43,12 +43,13 @@ from ...acoustics.audio import SAMPLE_RATE
 from ...acoustics.geometry import EM32_RADIUS, TETRA_CHANNELS, em32_positions
 from ...utils.io import WriteError, atomic_open
 from ..classes import CLASS_NAMES
+from .al_video import make_video_renderer
 from .blas import blas_threads
 from .labels import Annotation, LabelMaker, annotations_to_json
 from .render import BackendUnavailable, diffuse_noise, make_renderer
 from .scene import FRAME_SECONDS, Event, Scene, SceneConfig, sample_scene
 from .sources import DrySourceLibrary, dry_source
-from .video import VideoConfig, VideoRenderer, VisualObject
+from .video import VideoConfig, VisualObject
 
 EVENT_TABLE_HEADER = (
     "instance_id,category_id,class_name,onset_s,offset_s,azimuth_deg,elevation_deg,distance_m,snr_db,level_db"
@@ -68,6 +69,12 @@ class SynthConfig:
     material: str | None = None  # audiblelight: one material for every room (default: by absorption)
     video_size: tuple[int, int] | None = (360, 180)  # None: no frames
     video: VideoConfig = field(default_factory=VideoConfig)  # look, invisible share, distractors
+    # "project" (video.py, default) or "audiblelight" (its pyvista/VTK renderer, al_video.py; the
+    # synth-video extra); the last two are audiblelight-renderer settings: its render size WxH
+    # (None: video_size) and a folder of per-class event images (None: the objects' looks).
+    video_renderer: str = "project"
+    video_render_size: tuple[int, int] | None = None
+    video_images: str | None = None
     labels: bool = True
     dry_sources: str | None = None
     sensor_noise_db: float | None = None  # uncorrelated self-noise of every capsule, dBFS RMS (off)
@@ -220,7 +227,17 @@ class ClipSynthesizer:
         self.labeller = (
             LabelMaker(config.fs, config.label_bands, solver=label_solver) if config.labels else None
         )
-        self.video = VideoRenderer(*config.video_size, config.video) if config.video_size else None
+        self.video = (
+            make_video_renderer(
+                config.video_renderer,
+                *config.video_size,
+                config.video,
+                config.video_render_size,
+                config.video_images,
+            )
+            if config.video_size
+            else None
+        )
 
     def synthesize(self, seed: np.random.SeedSequence, name: str = "clip") -> Clip:
         """One clip in memory: scene, dry sources, render, noise, labels (see :class:`Clip`)."""
@@ -320,6 +337,7 @@ class ClipSynthesizer:
         if objects is not None:
             shown = {o.instance_id for o in objects if o.sounding}
             video = {
+                "renderer": cfg.video_renderer,
                 "style": cfg.video.style,
                 "invisible_share": cfg.video.invisible_share,
                 "invisible_instances": [
