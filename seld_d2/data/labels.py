@@ -338,6 +338,24 @@ def _parse_polygon(poly: Any, where: str, path: str | os.PathLike, gt_values: bo
     return arr.astype(np.float32)
 
 
+def read_annotation_list(path: str | os.PathLike) -> list:
+    """The ``annotations`` list of a label or prediction JSON file, unparsed; a missing file, bad
+    JSON or another top level raises one :class:`LabelError` naming the file."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            data = json.load(f)
+    except FileNotFoundError:
+        raise LabelError(path, "", "file not found") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise LabelError(path, "", f"not valid JSON ({err})") from None
+    if not isinstance(data, dict) or "annotations" not in data:
+        raise LabelError(path, "", 'top level must be an object with an "annotations" list')
+    anns = data["annotations"]
+    if not isinstance(anns, list):
+        raise LabelError(path, "annotations", f"must be a list, got {type(anns).__name__}")
+    return anns
+
+
 def load_labels(
     path: str | os.PathLike,
     *,
@@ -353,18 +371,7 @@ def load_labels(
     ``notes`` counts what was accepted though the project never writes it (module docstring).
     Raises :class:`LabelError` on the first problem.
     """
-    try:
-        with open(path, encoding="utf-8") as f:
-            data = json.load(f)
-    except FileNotFoundError:
-        raise LabelError(path, "", "file not found") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise LabelError(path, "", f"not valid JSON ({err})") from None
-    if not isinstance(data, dict) or "annotations" not in data:
-        raise LabelError(path, "", 'top level must be an object with an "annotations" list')
-    anns = data["annotations"]
-    if not isinstance(anns, list):
-        raise LabelError(path, "annotations", f"must be a list, got {type(anns).__name__}")
+    anns = read_annotation_list(path)
     return [
         parse_annotation(
             ann,

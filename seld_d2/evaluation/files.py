@@ -3,7 +3,6 @@ pairs them (SPEC §2.7); :class:`MetricError` for what it refuses."""
 
 from __future__ import annotations
 
-import json
 import math
 import os
 from collections.abc import Iterable, Sequence
@@ -14,7 +13,7 @@ from typing import Any
 import numpy as np
 
 from ..data.classes import CLASS_NAMES
-from ..data.labels import Annotation, LabelError, LabelNotes, check_on_canvas
+from ..data.labels import Annotation, LabelError, LabelNotes, check_on_canvas, read_annotation_list
 
 MAX_FILE_BYTES = 20 * 1024 * 1024  # the official evaluator refuses larger prediction files (20 MiB)
 
@@ -87,17 +86,8 @@ def read_official(
                 f"{path}: {size / 2**20:.1f} MiB ({size} bytes) exceeds the 20 MiB "
                 f"({MAX_FILE_BYTES}-byte) limit of the official evaluator"
             )
-    try:
-        with open(path, encoding="utf-8") as f:
-            data = json.load(f)
-    except FileNotFoundError:
-        raise LabelError(path, "", "file not found") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise LabelError(path, "", f"not valid JSON ({err})") from None
-    if not isinstance(data, dict) or not isinstance(data.get("annotations"), list):
-        raise LabelError(path, "", 'top level must be an object with an "annotations" list')
     out = []
-    for k, ann in enumerate(data["annotations"]):
+    for k, ann in enumerate(read_annotation_list(path)):
         where = f"annotations[{k}]"
         if not isinstance(ann, dict):
             raise LabelError(path, where, f"must be an object, got {type(ann).__name__}")
