@@ -22,6 +22,8 @@ setup(
         "pillow>=9",
         "matplotlib>=3.6",
         "av>=12",  # PyAV: frame extraction from the STARSS23 videos
+        "librosa>=0.10",  # the mel16 band centres (SPEC §3)
+        "threadpoolctl>=3",  # BLAS thread limits (seld_d2.utils.threads)
     ],
     extras_require={
         "synth": ["audiblelight==0.1.2", "trimesh==4.6.11"],  # the versions the backend is tested with

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from seld_d2.data.labels import Annotation, write_labels
-from seld_d2.data.synth.blas import blas_threads
+from seld_d2.utils.threads import blas_threads
 
 
 @pytest.fixture

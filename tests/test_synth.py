@@ -44,7 +44,6 @@ from seld_d2.data.synth import (
     sample_scene,
     synthesize_split,
 )
-from seld_d2.data.synth.blas import blas_threads
 from seld_d2.data.synth.generate import png_bytes, read_event_table, write_wav
 from seld_d2.data.synth.labels import (
     canvas_interpolation,
@@ -52,6 +51,7 @@ from seld_d2.data.synth.labels import (
 from seld_d2.data.synth.render import diffuse_noise, event_impulse_response, fft_convolve, image_sources
 from seld_d2.data.synth.scene import Event, Room, Scene
 from seld_d2.data.synth.sources import active_rms
+from seld_d2.utils.threads import blas_threads
 
 FS = 24000
 SEED = 7

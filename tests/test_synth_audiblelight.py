@@ -19,11 +19,11 @@ from seld_d2.acoustics.geometry import (
     pixel_to_azel,
 )
 from seld_d2.data.synth import SceneConfig, SynthConfig, synthesize_split
-from seld_d2.data.synth.blas import blas_threads
 from seld_d2.data.synth.generate import read_event_table
 from seld_d2.data.synth.rooms import room_mesh_arrays
 from seld_d2.data.synth.scene import Room
 from seld_d2.data.synth.sources import active_rms
+from seld_d2.utils.threads import blas_threads
 
 try:
     import audiblelight  # noqa: F401

@@ -19,6 +19,36 @@ def test_band_layouts():
         v.band_centres("mel99")
 
 
+def _slaney_mel_frequencies(n: int, fmin: float, fmax: float) -> np.ndarray:
+    """The Slaney mel scale written out (linear below 1 kHz, logarithmic above): the oracle the
+    ``mel16`` centres were first computed with, kept so a change of implementation is checked."""
+    f_sp, min_log_hz = 200.0 / 3.0, 1000.0
+    min_log_mel, logstep = min_log_hz / f_sp, np.log(6.4) / 27.0
+
+    def to_mel(f):
+        return min_log_mel + np.log(f / min_log_hz) / logstep if f >= min_log_hz else f / f_sp
+
+    m = np.linspace(to_mel(fmin), to_mel(fmax), n)
+    safe = np.maximum(m, min_log_mel)
+    return np.where(m >= min_log_mel, min_log_hz * np.exp(logstep * (safe - min_log_mel)), f_sp * m)
+
+
+def test_mel16_centres_and_bins_equal_the_slaney_formula():
+    # rtol 1e-12: each centre is a few correctly rounded operations plus one log and one exp
+    # (<= 1 ulp each); exp multiplies the mel-domain error by logstep * m <= ~3.3, so two
+    # evaluations of the same formula differ by well under 100 ulp (~2e-14). (They agree bit for
+    # bit today.) The band bins, int((fc +- 25) N / fs) with N / fs = 1 / 100, are compared exactly:
+    # every fc +- 25 of mel16 lies >= 0.03 bin (3 Hz) from a bin boundary, far beyond that rounding.
+    mel = v.band_centres("mel16")
+    np.testing.assert_allclose(mel, _slaney_mel_frequencies(16, 50.0, 4500.0), rtol=1e-12, atol=0)
+    assert mel.dtype == np.float64 and len(mel) == 16
+    expected = np.stack([((mel - 25) / 100).astype(int), ((mel + 25) / 100).astype(int)], axis=1)
+    for fs in (FS, 48000):
+        np.testing.assert_array_equal(v.band_bin_ranges(mel, fs, fs // 100), expected)
+    edges = np.concatenate([mel - 25, mel + 25]) / 100
+    assert np.min(np.abs(edges - np.round(edges))) > 0.03
+
+
 def test_band_bins_are_inclusive():
     r = v.band_bin_ranges(np.array([50.0, 1666.667, 4500.0]), FS, 240)
     # 50 Hz is the DC bin; linear bands hit one bin; 4500 Hz spans bins 44-45.

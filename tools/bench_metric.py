@@ -11,17 +11,13 @@ dense-exporter-like predictions.
 
 from __future__ import annotations
 
-import os
+import argparse
+import json
+import sys
+import time
 
-os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")  # before numpy: tiny LAPACK calls, threads only contend
-
-import argparse  # noqa: E402
-import json  # noqa: E402
-import sys  # noqa: E402
-import time  # noqa: E402
-
-from seld_d2.evaluation import metric, reference  # noqa: E402
-from seld_d2.evaluation.synthetic import max_difference, synthetic_case  # noqa: E402
+from seld_d2.evaluation import metric, reference
+from seld_d2.evaluation.synthetic import max_difference, synthetic_case
 
 
 def add_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:

@@ -189,9 +189,8 @@ def bench_synth(args: argparse.Namespace) -> dict:
     import tempfile
 
     from seld_d2.data.synth import ClipSynthesizer, SceneConfig, SynthConfig, clip_seed, synthesize_split
-    from seld_d2.data.synth.blas import set_blas_threads
+    from seld_d2.utils.threads import blas_threads
 
-    set_blas_threads(args.blas_threads)
     w, h = (int(v) for v in args.video_size.lower().split("x"))
     config = SynthConfig(
         scene=SceneConfig(duration=args.duration, noise_probability=args.noise_prob),
@@ -199,11 +198,11 @@ def bench_synth(args: argparse.Namespace) -> dict:
         reflection_order=args.reflection_order,
         video_size=None if args.no_video else (w, h),
     )
-    t0 = time.perf_counter()
-    synth = ClipSynthesizer(config)
-    init_s = time.perf_counter() - t0
-    best, best_clip = float("inf"), None
-    with tempfile.TemporaryDirectory(prefix="seld_d2_bench_") as root:
+    with blas_threads(args.blas_threads), tempfile.TemporaryDirectory(prefix="seld_d2_bench_") as root:
+        t0 = time.perf_counter()
+        synth = ClipSynthesizer(config)
+        init_s = time.perf_counter() - t0
+        best, best_clip = float("inf"), None
         for r in range(args.repeats):
             t0 = time.perf_counter()
             clip = synth.synthesize(clip_seed(args.seed, "bench", r), f"bench{r:03d}")
@@ -785,7 +784,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     s.add_argument(
         "--repeats", type=int, default=1, help="scenes timed (different seeds); the best is reported"
     )
-    s.add_argument("--blas-threads", type=int, default=1, help="OpenBLAS threads (default 1)")
+    s.add_argument("--blas-threads", type=int, default=1, help="BLAS threads (default 1)")
     s.add_argument(
         "--backend",
         default="freefield",

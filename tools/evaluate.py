@@ -26,18 +26,14 @@ category that int() rejects) the tool reports the file in one line and the exit 
 
 from __future__ import annotations
 
-import os
+import argparse
+import json
+import sys
+from pathlib import Path
 
-os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")  # before numpy: tiny LAPACK calls, threads only contend
-
-import argparse  # noqa: E402
-import json  # noqa: E402
-import sys  # noqa: E402
-from pathlib import Path  # noqa: E402
-
-from seld_d2.data.classes import CLASS_COLORS  # noqa: E402
-from seld_d2.evaluation import baseline_metric, metric  # noqa: E402
-from seld_d2.utils.io import WriteError, atomic_open, prepare_output_dir  # noqa: E402
+from seld_d2.data.classes import CLASS_COLORS
+from seld_d2.evaluation import baseline_metric, metric
+from seld_d2.utils.io import WriteError, atomic_open, prepare_output_dir
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

@@ -23,20 +23,16 @@ Example:
 
 from __future__ import annotations
 
-import os
+import argparse
+import re
+import sys
+import time
 from functools import partial
-
-os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")  # before numpy is imported (see the docstring)
-
-import argparse  # noqa: E402
-import re  # noqa: E402
-import sys  # noqa: E402
-import time  # noqa: E402
-from pathlib import Path  # noqa: E402
+from pathlib import Path
 
 from seld_d2.acoustics.streaming import MAP_SOLVERS, solve_maps
-from seld_d2.data.classes import NUM_CLASSES, class_index  # noqa: E402
-from seld_d2.data.synth import (  # noqa: E402
+from seld_d2.data.classes import NUM_CLASSES, class_index
+from seld_d2.data.synth import (
     BackendUnavailable,
     SceneConfig,
     SynthConfig,
@@ -44,9 +40,9 @@ from seld_d2.data.synth import (  # noqa: E402
     VideoConfig,
     synthesize_split,
 )
-from seld_d2.data.synth.al_video import VIDEO_RENDERERS  # noqa: E402
-from seld_d2.data.synth.render import BACKENDS  # noqa: E402
-from seld_d2.utils.io import WriteError, prepare_output_dir, remove_stale_temps  # noqa: E402
+from seld_d2.data.synth.al_video import VIDEO_RENDERERS
+from seld_d2.data.synth.render import BACKENDS
+from seld_d2.utils.io import WriteError, prepare_output_dir, remove_stale_temps
 
 
 def video_size(text: str) -> tuple[int, int]:

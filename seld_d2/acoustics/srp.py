@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..utils.threads import blas_threads
 from .geometry import fibonacci_grid, steering_matrix, tetra_positions
 from .solvers import hermitian_coordinates, steered_power_kernel
 from .visibility import BandSpec, band_centres
@@ -134,9 +135,6 @@ class SteeredResponsePower:
 
     def __call__(self, S: np.ndarray) -> np.ndarray:
         """complex (T, B, 4, 4) -> float (T, B, N) maps in [0, 1]."""
-        # Lazily: the helper lives in the synthesis package, which imports this one.
-        from ..data.synth.blas import blas_threads
-
         # One OpenBLAS thread: once torch is loaded, these skinny GEMMs (inner size 16) and the
         # 4x4 eigh calls ran ~1000x slower with two threads on two cores (worker threads of the
         # two BLAS/OpenMP runtimes spinning against each other), and are no faster threaded.

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import librosa  # loads its submodules (and numba) on first use, not here
 import numpy as np
 from scipy.signal.windows import tukey
 
@@ -18,30 +19,6 @@ BLOCKS_PER_FRAME = 10  # 10 ms FFT blocks per 100 ms frame
 BAND_HALF_WIDTH = 25.0  # Hz: the 50 Hz band around each centre
 
 BandSpec = str | Sequence[float] | np.ndarray
-
-
-def hz_to_mel(f: np.ndarray) -> np.ndarray:
-    """Slaney-style mel scale (linear below 1 kHz, logarithmic above), as librosa's default."""
-    f = np.asarray(f, dtype=np.float64)
-    f_sp, min_log_hz = 200.0 / 3.0, 1000.0
-    min_log_mel, logstep = min_log_hz / f_sp, np.log(6.4) / 27.0
-    safe = np.maximum(f, min_log_hz)
-    return np.where(f >= min_log_hz, min_log_mel + np.log(safe / min_log_hz) / logstep, f / f_sp)
-
-
-def mel_to_hz(m: np.ndarray) -> np.ndarray:
-    """Inverse of :func:`hz_to_mel`."""
-    m = np.asarray(m, dtype=np.float64)
-    f_sp, min_log_hz = 200.0 / 3.0, 1000.0
-    min_log_mel, logstep = min_log_hz / f_sp, np.log(6.4) / 27.0
-    return np.where(m >= min_log_mel, min_log_hz * np.exp(logstep * (m - min_log_mel)), f_sp * m)
-
-
-def mel_frequencies(n_mels: int, fmin: float, fmax: float) -> np.ndarray:
-    """``n_mels`` frequencies evenly spaced on the mel scale from fmin to fmax (inclusive)."""
-    return mel_to_hz(np.linspace(hz_to_mel(fmin), hz_to_mel(fmax), n_mels))
-
-
 BAND_LAYOUTS = ("linear9", "mel16")
 
 
@@ -52,7 +29,7 @@ def band_centres(bands: BandSpec = "mel16") -> np.ndarray:
             edges = np.linspace(1500.0, 4500.0, 10)
             return (edges[:-1] + edges[1:]) / 2.0
         if bands == "mel16":
-            return mel_frequencies(16, 50.0, 4500.0)
+            return librosa.mel_frequencies(n_mels=16, fmin=50.0, fmax=4500.0)  # Slaney (SPEC §3)
         raise ValueError(f"unknown band layout {bands!r}; use one of {BAND_LAYOUTS} or a list of Hz")
     centres = np.asarray(bands, dtype=np.float64).reshape(-1)
     if centres.size == 0 or np.any(centres <= 0):

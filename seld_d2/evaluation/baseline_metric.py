@@ -29,9 +29,10 @@ from scipy.optimize import linear_sum_assignment
 from ..acoustics.geometry import CANVAS_HEIGHT, CANVAS_WIDTH
 from ..data.classes import CLASS_NAMES
 from ..data.labels import Annotation, LabelNotes
+from ..utils.threads import blas_threads
 from .files import MetricError, clip_order, find_clip_files, load_clip_files, select_clips
 from .matching import _jsonable, _mean, class_name, threshold_key
-from .metric import _one_blas_thread, _pool_map
+from .metric import _pool_map
 
 SIGMA_DEG = 6.0
 ENERGY_THR = 0.10
@@ -232,7 +233,7 @@ def evaluate_annotations(
         (list(pred.get(c, [])), list(gt[c]), tuple(thresholds), num_classes, sigma_deg, energy_thr, gate_deg)
         for c in clips
     ]
-    with _one_blas_thread():
+    with blas_threads(1):  # as the official metric (metric.evaluate_annotations)
         outs = list(_pool_map(_match_clip, items, workers, progress, "baseline"))
     det_cls = np.concatenate([o["det_cls"] for o in outs]) if outs else np.zeros(0, dtype=np.int64)
     det_score = np.concatenate([o["det_score"] for o in outs]) if outs else np.zeros(0)

@@ -17,14 +17,14 @@ parts' public names.
 
 from __future__ import annotations
 
-import contextlib
 import os
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import replace
 from pathlib import Path
 
 from ..data.classes import CLASS_NAMES
 from ..data.labels import Annotation, LabelNotes
+from ..utils.threads import blas_threads
 from .files import (
     GT_SUFFIX,
     MAX_FILE_BYTES,
@@ -121,17 +121,6 @@ def _pool_map(fn: Callable, items: list, workers: int, progress: bool, desc: str
             bar.close()
 
 
-@contextlib.contextmanager
-def _one_blas_thread() -> Iterator[None]:
-    """Single-threaded OpenBLAS for the block: scipy's barycentric transforms are thousands of tiny
-    LAPACK calls, and with OpenBLAS's threads spinning against each other on a small busy machine
-    griddata is ~50x slower (process-pool workers inherit the setting)."""
-    from ..data.synth.blas import blas_threads  # lazily: it imports the synthesis package
-
-    with blas_threads(1):
-        yield
-
-
 def _match_item(item: tuple[list[Annotation], list[Annotation], int]) -> ClipRecords:
     return match_clip(*item)
 
@@ -175,7 +164,10 @@ def evaluate_annotations(
             notes.add("no_score", c, n=len(unscored))
             anns = [replace(a, score=0.0) if a.score is None else a for a in anns]
         items.append((anns, list(gt[c]), num_classes))
-    with _one_blas_thread():
+    # One BLAS thread: griddata's barycentric transforms are thousands of tiny LAPACK calls, ~50x
+    # slower with OpenBLAS's threads spinning against each other on a small busy machine (the
+    # forked pool's workers inherit the limit).
+    with blas_threads(1):
         records = list(_pool_map(_match_item, items, workers, progress, "evaluate"))
     result = summarize(records, thresholds, num_classes, curve_thresholds)
     result["warnings"] = notes.lines()
@@ -219,7 +211,7 @@ def evaluate_folders(
     chosen = select_clips(files, missing_as_empty, notes)
     items = [(c, p, g, num_classes) for c, p, g in chosen]
     records = []
-    with _one_blas_thread():
+    with blas_threads(1):  # as in evaluate_annotations
         for out in _pool_map(_load_and_match, items, workers, progress, "evaluate"):
             if isinstance(out, str):
                 raise MetricError(out)

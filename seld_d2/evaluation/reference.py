@@ -23,7 +23,7 @@ from scipy.optimize import linear_sum_assignment
 
 from ..data.classes import CLASS_NAMES
 from ..data.labels import Annotation
-from ..data.synth.blas import blas_threads
+from ..utils.threads import blas_threads
 
 W, H = 100, 50  # metric canvas
 SRC_W, SRC_H = 360, 180  # label canvas

@@ -209,7 +209,7 @@ def render_annotations(annotations: Sequence[Sequence[np.ndarray]], chunk: int =
     combined by max, divided by the maximum when that exceeds 1e-8 (the official guard). Like the
     official code's, a map is float64 when a polygon was interpolated, else float32.
     ``chunk`` bounds the triangles interpolated at once (memory). Run it with single-threaded
-    OpenBLAS (as ``evaluate_*`` do) when calling it many times: see ``metric._one_blas_thread``.
+    BLAS (``seld_d2.utils.threads.blas_threads(1)``, as ``evaluate_*`` do) when calling it many times.
     """
     return _render_scaled([_scale_all(polygons) for polygons in annotations], chunk)
 

@@ -42,9 +42,9 @@ import numpy as np
 from ...acoustics.audio import SAMPLE_RATE
 from ...acoustics.geometry import EM32_RADIUS, TETRA_CHANNELS, em32_positions
 from ...utils.io import WriteError, atomic_open
+from ...utils.threads import blas_threads
 from ..classes import CLASS_NAMES
 from .al_video import make_video_renderer
-from .blas import blas_threads
 from .labels import Annotation, LabelMaker, annotations_to_json
 from .render import BackendUnavailable, diffuse_noise, make_renderer
 from .scene import FRAME_SECONDS, Event, Scene, SceneConfig, sample_scene
@@ -507,7 +507,7 @@ def synthesize_split(
     Runs with one OpenBLAS thread: multi-threaded OpenBLAS rounds some of the rendering's products
     differently (a 20 s clip's audio changed in the last bits with 2 threads), so the same seed
     gives the same files whatever the machine's core count; one thread is also no slower here
-    (see :mod:`.blas`)."""
+    (see :mod:`seld_d2.utils.threads`)."""
     from tqdm import tqdm
 
     if workers < 1:
@@ -515,19 +515,21 @@ def synthesize_split(
     config = config or SynthConfig()
     jobs = [(first_index + i, sequence_name(split, first_index + i, prefix)) for i in range(num_clips)]
     failed: dict[str, str] = {}
-    synth = ClipSynthesizer(config, label_solver)  # here too: a missing extra or bad folder fails at once
-    with tqdm(total=len(jobs), desc=f"synthesising {split}", unit="clip", disable=not progress) as bar:
-        if workers == 1 or len(jobs) == 1:
-            with blas_threads(1):
+    # The synthesizer is built under the limit too: the clips of a one-process run use its
+    # precomputed operators (the spawned workers build theirs under it, in _worker).
+    with blas_threads(1):
+        synth = ClipSynthesizer(config, label_solver)  # here too: a missing extra or bad folder fails at once
+        with tqdm(total=len(jobs), desc=f"synthesising {split}", unit="clip", disable=not progress) as bar:
+            if workers == 1 or len(jobs) == 1:
                 for index, name in jobs:
                     error = _run_clip(synth, root, split, seed, index, name)
                     if error is not None:
                         failed[name] = error
                     bar.update(1)
-        else:
-            failed = _run_parallel(
-                config, label_solver, root, split, seed, jobs, min(workers, len(jobs)), bar
-            )
+            else:
+                failed = _run_parallel(
+                    config, label_solver, root, split, seed, jobs, min(workers, len(jobs)), bar
+                )
     names = [name for _, name in jobs if name not in failed]
     if failed:
         raise SynthesisError({name: failed[name] for _, name in jobs if name in failed}, names)
