@@ -502,6 +502,13 @@ def test_predictor_score_floor_keeps_the_detections_above_it(model):
         a, b = a["instances"], b["instances"]
         a = a[a.scores > kept]
         assert len(a) == len(b)
-        for name in ("scores", "pred_classes", "pred_energy", "pred_distance"):
-            torch.testing.assert_close(b.get(name), a.get(name), msg=name)
+        for name in ("scores", "pred_classes"):
+            torch.testing.assert_close(b.get(name), a.get(name), msg=lambda m, name=name: f"{name}: {m}")
+        # The mask and distance heads run one GEMM over the kept boxes of all images: another
+        # row count may pick another kernel and reduction order, a relative error of up to about
+        # K * 2^-24 for K ~ 64-256 accumulated terms (measured: 1.4e-6 at one OpenMP thread).
+        for name in ("pred_energy", "pred_distance"):
+            torch.testing.assert_close(
+                b.get(name), a.get(name), rtol=1e-5, atol=1e-6, msg=lambda m, name=name: f"{name}: {m}"
+            )
         torch.testing.assert_close(b.pred_boxes.tensor, a.pred_boxes.tensor)
