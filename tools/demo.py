@@ -225,7 +225,7 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as e:
         print(f"error: --classes: {e}", file=sys.stderr)
         return 2
-    tracks = [t.strip() for t in args.tracks.split(",") if t.strip()]
+    tracks = list(dict.fromkeys(t.strip() for t in args.tracks.split(",") if t.strip()))  # each once
     if not tracks or any(t not in TRACKS for t in tracks):
         print(f"error: --tracks: use a comma-separated subset of {', '.join(TRACKS)}", file=sys.stderr)
         return 2
